@@ -1,0 +1,126 @@
+import { createHash, type Hash } from 'node:crypto';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { DigestMismatchError } from '../errors.ts';
+import type { RegistryClient } from './client.ts';
+
+/**
+ * Streams one blob from a source repository to a target repository. The bytes pass through a
+ * verifier that hashes and counts them on the way, so a blob is never held whole in memory and a
+ * truncated or altered stream fails before the target commits it (the target also checks the `digest`
+ * parameter of the final PUT, so a mismatch can never be stored).
+ */
+
+export interface BlobTransferOptions {
+  /** Blobs up to this size go in one PUT; larger ones in PATCH chunks of `chunkBytes`. */
+  monolithicMaxBytes: number;
+  chunkBytes: number;
+  /** Called with the number of bytes that just passed through. */
+  onBytes?: (bytes: number) => void;
+}
+
+export interface BlobTransferEnds {
+  source: RegistryClient;
+  sourceRepository: string;
+  target: RegistryClient;
+  targetRepository: string;
+  /** An open upload session at the target, such as the one a refused mount left. */
+  location?: URL;
+}
+
+/** Hashes and counts bytes passing through; fails when they exceed `size` or end with another digest. */
+export class DigestVerifier extends Transform {
+  private readonly hash: Hash;
+  private readonly digest: string;
+  private readonly size: number;
+  private readonly onBytes: ((bytes: number) => void) | undefined;
+  private seen = 0;
+
+  constructor(digest: string, size: number, onBytes?: (bytes: number) => void) {
+    super();
+    const algorithm = digest.slice(0, digest.indexOf(':'));
+    this.hash = createHash(algorithm);
+    this.digest = digest;
+    this.size = size;
+    this.onBytes = onBytes;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.seen += chunk.length;
+    if (this.size >= 0 && this.seen > this.size) {
+      callback(new DigestMismatchError(`blob ${this.digest} sent more than the ${this.size} bytes its descriptor states`));
+      return;
+    }
+    this.hash.update(chunk);
+    this.onBytes?.(chunk.length);
+    callback(null, chunk);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    const actual = `${this.digest.slice(0, this.digest.indexOf(':'))}:${this.hash.digest('hex')}`;
+    if (this.size >= 0 && this.seen !== this.size) {
+      callback(new DigestMismatchError(`blob ${this.digest} ended after ${this.seen} of ${this.size} bytes`));
+    } else if (actual !== this.digest) {
+      callback(new DigestMismatchError(`blob ${this.digest} arrived with digest ${actual}`));
+    } else {
+      callback();
+    }
+  }
+}
+
+/** Copies one blob of `size` bytes. Returns the number of bytes pushed to the target. */
+export async function transferBlob(ends: BlobTransferEnds, digest: string, size: number, options: BlobTransferOptions): Promise<number> {
+  const { source, target, sourceRepository, targetRepository } = ends;
+  const blob = await source.getBlob(sourceRepository, digest);
+  const verifier = new DigestVerifier(digest, size, options.onBytes);
+  blob.stream.on('error', (error) => verifier.destroy(error));
+  blob.stream.pipe(verifier);
+
+  try {
+    let location = ends.location;
+    if (!location) {
+      const session = await target.startUpload(targetRepository);
+      if (session.mounted) throw new Error('unreachable: an upload without mount cannot be mounted');
+      location = session.location;
+    }
+
+    if (size <= options.monolithicMaxBytes) {
+      await target.uploadMonolithic(targetRepository, location, digest, verifier, size);
+      return size;
+    }
+
+    const iterator = verifier[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    const pending: { leftover: Buffer | undefined } = { leftover: undefined };
+    for (let offset = 0; offset < size; offset += options.chunkBytes) {
+      const length = Math.min(options.chunkBytes, size - offset);
+      location = await target.uploadChunk(targetRepository, location, Readable.from(takeBytes(iterator, pending, length)), offset, length);
+    }
+    // One more read lets the verifier finish: it throws here when the digest or size is wrong.
+    const end = await iterator.next();
+    if (!end.done) throw new DigestMismatchError(`blob ${digest} sent more than the ${size} bytes its descriptor states`);
+    await target.finishUpload(targetRepository, location, digest);
+    return size;
+  } finally {
+    blob.stream.destroy();
+    verifier.destroy();
+  }
+}
+
+/** Yields exactly `count` bytes from `iterator` (fewer only when it ends), keeping the rest for the next call. */
+async function* takeBytes(iterator: AsyncIterator<Buffer>, pending: { leftover: Buffer | undefined }, count: number): AsyncGenerator<Buffer> {
+  let remaining = count;
+  while (remaining > 0) {
+    let chunk = pending.leftover;
+    pending.leftover = undefined;
+    if (!chunk) {
+      const next = await iterator.next();
+      if (next.done) return;
+      chunk = next.value;
+    }
+    if (chunk.length > remaining) {
+      pending.leftover = chunk.subarray(remaining);
+      chunk = chunk.subarray(0, remaining);
+    }
+    remaining -= chunk.length;
+    yield chunk;
+  }
+}

@@ -1,0 +1,354 @@
+import { InvalidInputError, MissingChildError, RegistryError, UnsupportedManifestError, isRetryable } from '../errors.ts';
+import { createLimiter } from '../util/limit.ts';
+import { transferBlob } from './blob-transfer.ts';
+import { sha256, type Manifest, type RegistryClient } from './client.ts';
+import {
+  NON_DISTRIBUTABLE_LAYER_TYPES,
+  formatPlatform,
+  isSchema1Type,
+  parseManifest,
+  platformMatches,
+  type Descriptor,
+  type ParsedManifest,
+  type Platform,
+} from './media-types.ts';
+
+/**
+ * Copies one image, every platform or a chosen few, from a source repository to a target repository.
+ *
+ * Order matters for safety: blobs before the manifest that references them, child manifests before the
+ * index that lists them, and the tag last. A copy that stops halfway therefore never leaves a tag that
+ * points at something incomplete.
+ */
+
+export interface ImageLocation {
+  client: RegistryClient;
+  repository: string;
+  tag?: string;
+  digest?: string;
+}
+
+export interface CopyImageOptions {
+  /** Copy only these platforms; the index is then rewritten and gets a new digest. */
+  platforms?: Platform[];
+  /** Target-registry repositories known to hold a blob, tried as cross-repository mount sources. */
+  mountSources?: (digest: string) => Promise<string[]> | string[];
+  /** Called after a blob is known to be in the target repository (copied, mounted or present). */
+  onBlobStored?: (digest: string, repository: string) => Promise<void> | void;
+  /**
+   * Wraps the transfer of one blob; the fleet passes a Redis lock here so that only one worker copies a
+   * given blob into a registry at a time. `work` is re-run when given, so it checks presence first.
+   */
+  blobGate?: <T>(digest: string, work: () => Promise<T>) => Promise<T>;
+  /** Blobs up to this size are uploaded in one request. Default 16 MiB. */
+  monolithicMaxBytes?: number;
+  /** Chunk size of chunked uploads. Default 16 MiB. */
+  chunkBytes?: number;
+  /** Blob transfers running at once. Default 4. */
+  concurrency?: number;
+  /** Attempts per blob transfer when a transient failure breaks it. Default 3. */
+  blobAttempts?: number;
+  onProgress?: (progress: CopyProgress) => void;
+}
+
+export interface CopyProgress {
+  blobsDone: number;
+  blobsTotal: number;
+  bytesPulled: number;
+  bytesPushed: number;
+}
+
+export interface CopyCounts {
+  manifests: { copied: number; present: number };
+  blobs: { copied: number; mounted: number; present: number };
+  bytes: { pulled: number; pushed: number };
+}
+
+export interface CopyResult extends CopyCounts {
+  sourceDigest: string;
+  /** Digest of what the target tag now points at. Differs from `sourceDigest` only when the index was rewritten. */
+  targetDigest: string;
+  digestChanged: boolean;
+  mediaType: string;
+  /** Platforms of the copied children, such as `linux/arm64/v8`; empty for a single image whose platform is not listed anywhere. */
+  platforms: string[];
+  /** Digest the target tag pointed at before the copy, if it existed. */
+  previousTargetDigest: string | undefined;
+}
+
+const DEFAULT_CHUNK = 16 * 1024 * 1024;
+
+export async function copyImage(source: ImageLocation, target: ImageLocation, options: CopyImageOptions = {}): Promise<CopyResult> {
+  const copier = new ImageCopier(source, target, options);
+  return copier.run();
+}
+
+class ImageCopier {
+  private readonly source: ImageLocation;
+  private readonly target: ImageLocation;
+  private readonly options: CopyImageOptions;
+  private readonly limit: <T>(task: () => Promise<T>) => Promise<T>;
+  private readonly counts: CopyCounts = {
+    manifests: { copied: 0, present: 0 },
+    blobs: { copied: 0, mounted: 0, present: 0 },
+    bytes: { pulled: 0, pushed: 0 },
+  };
+  private readonly blobs = new Map<string, Promise<void>>();
+  private blobsTotal = 0;
+  private blobsDone = 0;
+
+  constructor(source: ImageLocation, target: ImageLocation, options: CopyImageOptions) {
+    this.source = source;
+    this.target = target;
+    this.options = options;
+    this.limit = createLimiter(options.concurrency ?? 4);
+  }
+
+  async run(): Promise<CopyResult> {
+    const sourceReference = this.source.digest ?? this.source.tag;
+    if (!sourceReference) throw new InvalidInputError('the source reference needs a tag or a digest');
+    const targetReference = this.target.tag ?? this.target.digest;
+
+    // 1. Read the top manifest at the source and refuse what cannot be copied before any blob moves.
+    const top = await this.readSourceManifest(sourceReference);
+    const parsed = this.parse(top, sourceReference);
+
+    // 2. Decide what the target should end up with: the same bytes, or a filtered index.
+    let pushBytes = top;
+    let children: Descriptor[] = [];
+    if (parsed.kind === 'index') {
+      children = this.selectChildren(parsed.manifests);
+      if (children.length !== parsed.manifests.length) pushBytes = rewriteIndex(top, children);
+    }
+    // NOTE: a single image (no index) is copied whatever the platform filter says: there is no index to filter.
+    const platforms = children.flatMap((child) => (child.platform ? [formatPlatform(child.platform)] : []));
+
+    // 3. Warm path: the target tag already points at exactly what would be pushed.
+    const previous = targetReference ? await this.target.client.headManifest(this.target.repository, targetReference) : undefined;
+    if (previous?.digest === pushBytes.digest) {
+      this.counts.manifests.present += 1 + children.length;
+      return this.result(top, pushBytes, platforms, previous.digest);
+    }
+
+    // 4. Cold path: children first (each with its blobs), then the top manifest under the tag.
+    if (parsed.kind === 'index') {
+      await Promise.all(children.map((child) => this.copyManifestByDigest(child)));
+    } else {
+      await this.copyBlobsOf(parsed);
+    }
+    await this.pushManifest(pushBytes, targetReference ?? pushBytes.digest);
+    return this.result(top, pushBytes, platforms, previous?.digest);
+  }
+
+  private result(top: Manifest, pushed: Manifest, platforms: string[], previousTargetDigest: string | undefined): CopyResult {
+    return {
+      sourceDigest: top.digest,
+      targetDigest: pushed.digest,
+      digestChanged: top.digest !== pushed.digest,
+      mediaType: pushed.mediaType,
+      platforms,
+      previousTargetDigest,
+      ...this.counts,
+    };
+  }
+
+  private async readSourceManifest(reference: string, parentDigest?: string): Promise<Manifest> {
+    const manifest = await this.source.client.getManifest(this.source.repository, reference);
+    if (!manifest) {
+      if (parentDigest) {
+        throw new MissingChildError(
+          reference,
+          `cannot copy ${this.describeSource()}: the index ${parentDigest} lists ${reference}, which ${this.source.client.registry} does not have; nothing was tagged`,
+        );
+      }
+      throw new RegistryError('REGISTRY_NOT_FOUND', `cannot copy ${this.describeSource()}: ${this.source.client.registry} has no such manifest`, {
+        registry: this.source.client.registry,
+        operation: `reading manifest ${this.source.repository}:${reference}`,
+        status: 404,
+      });
+    }
+    this.counts.bytes.pulled += manifest.bytes.length;
+    return manifest;
+  }
+
+  private parse(manifest: Manifest, reference: string): ParsedManifest {
+    if (isSchema1Type(manifest.mediaType)) {
+      throw new UnsupportedManifestError(
+        `cannot copy ${this.describeSource()}: ${reference} is a Docker schema 1 manifest, which registries no longer accept; ` +
+          're-push the image with a current Docker or buildah (schema 2 or OCI) and mirror that',
+      );
+    }
+    try {
+      return parseManifest(manifest.mediaType, JSON.parse(manifest.bytes.toString('utf8')));
+    } catch (error) {
+      throw new RegistryError(
+        'REGISTRY_PROTOCOL',
+        `cannot copy ${this.describeSource()}: manifest ${manifest.digest} (${manifest.mediaType}) is invalid: ${(error as Error).message}`,
+        { registry: this.source.client.registry, operation: `parsing manifest ${manifest.digest}` },
+      );
+    }
+  }
+
+  private selectChildren(manifests: Descriptor[]): Descriptor[] {
+    const wanted = this.options.platforms;
+    if (!wanted?.length) return manifests;
+    const selected = manifests.filter((child) => wanted.some((platform) => platformMatches(platform, child.platform)));
+    if (selected.length === 0) {
+      const available = manifests.flatMap((child) => (child.platform ? [formatPlatform(child.platform)] : [])).join(', ');
+      throw new InvalidInputError(
+        `no platform of ${this.describeSource()} matches ${wanted.map(formatPlatform).join(', ')}; it has ${available || 'no platform entries'}`,
+      );
+    }
+    return selected;
+  }
+
+  /** Copies one manifest named by digest (and everything under it) unless the target has it. */
+  private async copyManifestByDigest(descriptor: Descriptor, parentDigest?: string): Promise<void> {
+    const present = await this.target.client.headManifest(this.target.repository, descriptor.digest);
+    if (present) {
+      this.counts.manifests.present += 1;
+      return;
+    }
+    const manifest = await this.readSourceManifest(descriptor.digest, parentDigest ?? this.source.digest ?? this.source.tag);
+    const parsed = this.parse(manifest, descriptor.digest);
+    if (parsed.kind === 'index') {
+      await Promise.all(parsed.manifests.map((child) => this.copyManifestByDigest(child, manifest.digest)));
+    } else {
+      await this.copyBlobsOf(parsed);
+    }
+    await this.pushManifest(manifest, descriptor.digest);
+  }
+
+  private async pushManifest(manifest: Manifest, reference: string): Promise<void> {
+    await this.target.client.putManifest(this.target.repository, reference, manifest);
+    this.counts.manifests.copied += 1;
+    this.counts.bytes.pushed += manifest.bytes.length;
+  }
+
+  private async copyBlobsOf(manifest: Extract<ParsedManifest, { kind: 'image' }>): Promise<void> {
+    const descriptors = [manifest.config, ...manifest.layers].filter(
+      // Foreign layers with URLs live outside the registry (Windows base layers); the manifest is copied unchanged without them.
+      (descriptor) => !(NON_DISTRIBUTABLE_LAYER_TYPES.has(descriptor.mediaType) && descriptor.urls?.length),
+    );
+    await Promise.all(descriptors.map((descriptor) => this.copyBlobOnce(descriptor)));
+  }
+
+  private copyBlobOnce(descriptor: Descriptor): Promise<void> {
+    let pending = this.blobs.get(descriptor.digest);
+    if (!pending) {
+      this.blobsTotal += 1;
+      pending = this.limit(() => this.copyBlob(descriptor)).then(() => {
+        this.blobsDone += 1;
+        this.reportProgress();
+      });
+      this.blobs.set(descriptor.digest, pending);
+    }
+    return pending;
+  }
+
+  private async copyBlob(descriptor: Descriptor): Promise<void> {
+    const gate = this.options.blobGate ?? (<T>(_digest: string, work: () => Promise<T>) => work());
+    await gate(descriptor.digest, () => this.copyBlobUngated(descriptor));
+    await this.options.onBlobStored?.(descriptor.digest, this.target.repository);
+  }
+
+  private async copyBlobUngated(descriptor: Descriptor): Promise<void> {
+    const { client: target, repository } = this.target;
+    const { digest, size } = descriptor;
+
+    // Present already: nothing to pull.
+    if ((await target.headBlob(repository, digest)) !== undefined) {
+      this.counts.blobs.present += 1;
+      return;
+    }
+
+    // Known elsewhere in the target registry: a mount moves no bytes. Only 201 counts as mounted.
+    let location: URL | undefined;
+    const candidates = (await this.options.mountSources?.(digest)) ?? [];
+    for (const from of candidates.filter((candidate) => candidate !== repository).slice(0, 3)) {
+      const start = await target.startUpload(repository, { digest, from }).catch((error: unknown) => {
+        // A refused mount (401/403 on the source repository) falls back to an ordinary upload.
+        if (error instanceof RegistryError && error.code === 'REGISTRY_DENIED') return undefined;
+        throw error;
+      });
+      if (start?.mounted) {
+        this.counts.blobs.mounted += 1;
+        return;
+      }
+      if (start) {
+        location = start.location;
+        break;
+      }
+    }
+
+    // Otherwise stream it from the source, retrying the whole transfer on a transient failure.
+    const attempts = this.options.blobAttempts ?? 3;
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        const pushed = await transferBlob(
+          { source: this.source.client, sourceRepository: this.source.repository, target, targetRepository: repository, ...(location ? { location } : {}) },
+          digest,
+          size,
+          {
+            monolithicMaxBytes: this.options.monolithicMaxBytes ?? DEFAULT_CHUNK,
+            chunkBytes: this.options.chunkBytes ?? DEFAULT_CHUNK,
+            onBytes: (bytes) => {
+              this.counts.bytes.pulled += bytes;
+            },
+          },
+        );
+        this.counts.bytes.pushed += pushed;
+        this.counts.blobs.copied += 1;
+        return;
+      } catch (error) {
+        if (!isRetryable(error) && !isNetworkError(error)) throw error;
+        if (attempt >= attempts) throw error;
+        location = undefined;
+        // Another worker may have finished the same blob meanwhile.
+        if ((await target.headBlob(repository, digest)) !== undefined) {
+          this.counts.blobs.present += 1;
+          return;
+        }
+      }
+    }
+  }
+
+  private reportProgress(): void {
+    this.options.onProgress?.({
+      blobsDone: this.blobsDone,
+      blobsTotal: this.blobsTotal,
+      bytesPulled: this.counts.bytes.pulled,
+      bytesPushed: this.counts.bytes.pushed,
+    });
+  }
+
+  private describeSource(): string {
+    const { client, repository, tag, digest } = this.source;
+    return `${client.registry}/${repository}${tag ? `:${tag}` : ''}${digest ? `@${digest}` : ''}`;
+  }
+}
+
+/** Builds an index that lists only `children`, keeping every other field of the original. */
+function rewriteIndex(original: Manifest, children: Descriptor[]): Manifest {
+  const body = JSON.parse(original.bytes.toString('utf8')) as Record<string, unknown>;
+  body.manifests = children;
+  const bytes = Buffer.from(JSON.stringify(body));
+  return { bytes, mediaType: original.mediaType, digest: sha256(bytes) };
+}
+
+
+/** Errors from a socket that broke mid-transfer (undici and Node stream errors), worth one more try. */
+function isNetworkError(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: string }).code;
+  return (
+    code === 'ECONNRESET' ||
+    code === 'EPIPE' ||
+    code === 'ECONNREFUSED' ||
+    code === 'UND_ERR_SOCKET' ||
+    code === 'UND_ERR_BODY_TIMEOUT' ||
+    code === 'UND_ERR_HEADERS_TIMEOUT' ||
+    code === 'ERR_STREAM_PREMATURE_CLOSE' ||
+    code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH'
+  );
+}

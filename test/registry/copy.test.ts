@@ -1,0 +1,168 @@
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { HttpTransport } from '../../src/registry/http.ts';
+import { RegistryClient, sha256 } from '../../src/registry/client.ts';
+import { copyImage, type CopyResult } from '../../src/registry/copy.ts';
+import { MissingChildError } from '../../src/errors.ts';
+import { startRegistry, type TestRegistry } from '../harness/registry.ts';
+import { inspectRaw } from '../harness/skopeo.ts';
+import { DIGESTS, pushLayoutOverHttp, seedDockerArchive, seedLayout } from '../harness/fixtures.ts';
+
+let source: TestRegistry;
+let target: TestRegistry;
+let transport: HttpTransport;
+let sourceClient: RegistryClient;
+let targetClient: RegistryClient;
+
+/** Fixture images seeded into the source registry: repository and tag. */
+const IMAGES = [
+  { name: 'hello-world 9-platform Docker manifest list', repository: 'library/hello-world', tag: 'list' },
+  { name: 'hello-world list with cosign signature tags', repository: 'signed/hello-world', tag: 'list' },
+  { name: 'hello-world arm64 Docker v2 manifest', repository: 'library/hello-world', tag: 'arm64' },
+  { name: 'busybox amd64 OCI manifest', repository: 'library/busybox', tag: 'amd64' },
+  { name: 'busybox arm64 OCI manifest', repository: 'library/busybox', tag: 'arm64' },
+  { name: 'alpine 3.10 from a docker-archive', repository: 'library/alpine', tag: '3.10' },
+] as const;
+
+beforeAll(async () => {
+  [source, target] = await Promise.all([startRegistry(), startRegistry()]);
+  await seedLayout(source.host, 'hello-world-manifest-list', 'library/hello-world', 'list');
+  await seedLayout(source.host, 'hello-world-arm64-docker-v2', 'library/hello-world', 'arm64');
+  await seedLayout(source.host, 'busybox-1.38.0-uclibc-amd64', 'library/busybox', 'amd64');
+  await seedLayout(source.host, 'busybox-1.38.0-uclibc-arm64v8', 'library/busybox', 'arm64');
+  await seedDockerArchive(source.host, 'alpine-3.10-docker-archive/alpine-310.tar', 'library/alpine', '3.10');
+  await pushLayoutOverHttp(source.url, 'signed/hello-world', 'hello-world-manifest-list-cosign', 'list');
+  transport = new HttpTransport();
+  sourceClient = new RegistryClient({ registry: source.host, insecure: true, transport });
+  targetClient = new RegistryClient({ registry: target.host, insecure: true, transport });
+});
+
+afterAll(async () => {
+  await transport?.close();
+  await Promise.all([source?.stop(), target?.stop()]);
+});
+
+function copy(repository: string, tag: string, targetRepository: string, options: Parameters<typeof copyImage>[2] = {}): Promise<CopyResult> {
+  return copyImage(
+    { client: sourceClient, repository, tag },
+    { client: targetClient, repository: targetRepository, tag },
+    options,
+  );
+}
+
+describe('copyImage', () => {
+  test.each(IMAGES)('copies $name with its digest preserved', async ({ repository, tag }) => {
+    const result = await copy(repository, tag, `mirror/${repository}-${tag}`);
+
+    const sourceBytes = await inspectRaw(`${source.host}/${repository}:${tag}`);
+    const targetBytes = await inspectRaw(`${target.host}/mirror/${repository}-${tag}:${tag}`);
+    expect(targetBytes.equals(sourceBytes), 'skopeo reads the same manifest bytes on both sides').toBe(true);
+    expect(result.sourceDigest).toBe(sha256(sourceBytes));
+    expect(result.targetDigest).toBe(result.sourceDigest);
+    expect(result.digestChanged).toBe(false);
+    expect(result.manifests.copied).toBeGreaterThan(0);
+    expect(result.blobs.copied).toBeGreaterThan(0);
+  });
+
+  test.each(IMAGES)('second copy of $name moves no blob and pushes no manifest', async ({ repository, tag }) => {
+    await copy(repository, tag, `again/${repository}`);
+    await target.clearLog();
+
+    const result = await copy(repository, tag, `again/${repository}`);
+
+    expect(result.manifests.copied).toBe(0);
+    expect(result.blobs.copied).toBe(0);
+    expect(result.blobs.mounted).toBe(0);
+    expect(result.bytes.pushed).toBe(0);
+    const writes = (await target.requests()).filter((entry) => entry.method !== 'GET' && entry.method !== 'HEAD');
+    expect(writes, 'no write request reaches the target').toEqual([]);
+  });
+
+  test('copies the 9 platforms of the hello-world list', async () => {
+    const result = await copy('library/hello-world', 'list', 'platforms/hello-world');
+
+    expect(result.sourceDigest).toBe(DIGESTS.helloWorldList);
+    expect(result.platforms).toHaveLength(9);
+    expect(result.platforms).toContain('linux/arm64/v8');
+    expect(result.platforms).toContain('linux/s390x');
+    expect(result.manifests.copied).toBe(10);
+    expect(result.blobs.copied).toBe(18);
+  });
+
+  test('pushes each manifest with its own media type', async () => {
+    await copy('library/busybox', 'amd64', 'types/busybox');
+    await copy('library/hello-world', 'list', 'types/hello-world');
+
+    const oci = await fetch(`${target.url}/v2/types/busybox/manifests/amd64`, { headers: { accept: 'application/vnd.oci.image.manifest.v1+json' } });
+    expect(oci.headers.get('content-type')).toBe('application/vnd.oci.image.manifest.v1+json');
+    const list = await fetch(`${target.url}/v2/types/hello-world/manifests/list`, {
+      headers: { accept: 'application/vnd.docker.distribution.manifest.list.v2+json' },
+    });
+    expect(list.headers.get('content-type')).toBe('application/vnd.docker.distribution.manifest.list.v2+json');
+  });
+
+  test('mounts every blob from a repository named as holding it', async () => {
+    const first = await copy('library/hello-world', 'list', 'mount/first');
+    await target.clearLog();
+
+    const second = await copy('library/hello-world', 'list', 'mount/second', { mountSources: () => ['mount/first'] });
+
+    expect(second.blobs.mounted).toBe(first.blobs.copied);
+    expect(second.blobs.copied).toBe(0);
+    const blobUploads = (await target.requests()).filter((entry) => entry.method === 'PATCH' || (entry.method === 'PUT' && entry.path.includes('/blobs/')));
+    expect(blobUploads, 'no blob bytes are uploaded').toEqual([]);
+    const sourceBytes = await inspectRaw(`${source.host}/library/hello-world:list`);
+    expect((await inspectRaw(`${target.host}/mount/second:list`)).equals(sourceBytes)).toBe(true);
+  });
+
+  test('uploads normally when the named mount source lacks the blob', async () => {
+    const result = await copy('library/busybox', 'amd64', 'mount/fallback', { mountSources: () => ['no/such-repository'] });
+
+    expect(result.blobs.mounted).toBe(0);
+    expect(result.blobs.copied).toBe(2);
+    expect((await inspectRaw(`${target.host}/mount/fallback:amd64`)).equals(await inspectRaw(`${source.host}/library/busybox:amd64`))).toBe(true);
+  });
+
+  test('uploads a blob above the threshold in PATCH chunks', async () => {
+    await target.clearLog();
+
+    const result = await copy('library/busybox', 'arm64', 'chunked/busybox', { monolithicMaxBytes: 64 * 1024, chunkBytes: 100_000 });
+
+    const patches = (await target.requests()).filter((entry) => entry.method === 'PATCH');
+    // The 829,613-byte layer needs 9 chunks of 100,000 bytes; the config goes in one PUT.
+    expect(patches).toHaveLength(9);
+    expect(result.blobs.copied).toBe(2);
+    expect((await inspectRaw(`${target.host}/chunked/busybox:arm64`)).equals(await inspectRaw(`${source.host}/library/busybox:arm64`))).toBe(true);
+  });
+
+  test('platform filter writes a new index of the matching children', async () => {
+    const result = await copy('library/hello-world', 'list', 'filtered/hello-world', {
+      platforms: [{ os: 'linux', architecture: 'arm64' }, { os: 'linux', architecture: 'amd64' }],
+    });
+
+    expect(result.digestChanged).toBe(true);
+    expect(result.targetDigest).not.toBe(result.sourceDigest);
+    expect(result.platforms.sort()).toEqual(['linux/amd64', 'linux/arm64/v8']);
+    const index = JSON.parse((await inspectRaw(`${target.host}/filtered/hello-world:list`)).toString('utf8')) as { manifests: unknown[] };
+    expect(index.manifests).toHaveLength(2);
+    expect(sha256(await inspectRaw(`${target.host}/filtered/hello-world:list`))).toBe(result.targetDigest);
+  });
+
+  test('missing child fails the copy and tags nothing', async () => {
+    // Push the list into its own source repository, then delete one child manifest behind its back.
+    await copyImage(
+      { client: sourceClient, repository: 'library/hello-world', tag: 'list' },
+      { client: sourceClient, repository: 'broken/hello-world', tag: 'list' },
+    );
+    const list = JSON.parse((await inspectRaw(`${source.host}/broken/hello-world:list`)).toString('utf8')) as { manifests: Array<{ digest: string }> };
+    const removed = list.manifests[3]!.digest;
+    const deletion = await fetch(`${source.url}/v2/broken/hello-world/manifests/${removed}`, { method: 'DELETE' });
+    expect(deletion.status).toBe(202);
+
+    const failure = copy('broken/hello-world', 'list', 'broken/target');
+
+    await expect(failure).rejects.toBeInstanceOf(MissingChildError);
+    await expect(failure).rejects.toThrow(removed);
+    const tagged = await fetch(`${target.url}/v2/broken/target/manifests/list`, { method: 'HEAD' });
+    expect(tagged.status, 'the target tag does not exist').toBe(404);
+  });
+});
