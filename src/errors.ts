@@ -19,7 +19,8 @@ export type ErrorCode =
   | 'DIGEST_MISMATCH'
   | 'UNSUPPORTED_MANIFEST'
   | 'MISSING_CHILD'
-  | 'TIMEOUT';
+  | 'TIMEOUT'
+  | 'INTERNAL';
 
 export interface MirrorfleetErrorOptions {
   retryable?: boolean;

@@ -248,8 +248,11 @@ class ImageCopier {
 
   private async copyBlob(descriptor: Descriptor): Promise<void> {
     const gate = this.options.blobGate ?? (<T>(_digest: string, work: () => Promise<T>) => work());
-    await gate(descriptor.digest, () => this.copyBlobUngated(descriptor));
-    await this.options.onBlobStored?.(descriptor.digest, this.target.repository);
+    // The record is written inside the gate, so a worker that waited for the gate finds it and mounts.
+    await gate(descriptor.digest, async () => {
+      await this.copyBlobUngated(descriptor);
+      await this.options.onBlobStored?.(descriptor.digest, this.target.repository);
+    });
   }
 
   private async copyBlobUngated(descriptor: Descriptor): Promise<void> {

@@ -97,3 +97,42 @@ export async function pushLayoutOverHttp(
   }
   return tags;
 }
+
+/**
+ * Pushes a single-platform image of `layerSizes` random (incompressible) layers over plain HTTP and
+ * returns its manifest digest. Random bytes are fine for a registry, which never looks inside a layer.
+ */
+export async function pushRandomImage(registryUrl: string, repository: string, tag: string, layerSizes: number[]): Promise<string> {
+  const { createHash, randomBytes } = await import('node:crypto');
+  const digestOf = (bytes: Buffer) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+  const upload = async (bytes: Buffer) => {
+    const digest = digestOf(bytes);
+    const start = await fetch(`${registryUrl}/v2/${repository}/blobs/uploads/`, { method: 'POST' });
+    const location = new URL(start.headers.get('location')!, registryUrl);
+    location.searchParams.set('digest', digest);
+    const put = await fetch(location, { method: 'PUT', headers: { 'content-type': 'application/octet-stream' }, body: bytes });
+    if (put.status !== 201) throw new Error(`random layer upload answered ${put.status}`);
+    return { digest, size: bytes.length };
+  };
+  const layers = [];
+  for (const size of layerSizes) layers.push(await upload(randomBytes(size)));
+  const config = Buffer.from(
+    JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: layers.map((layer) => layer.digest) } }),
+  );
+  const configDescriptor = await upload(config);
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...configDescriptor },
+      layers: layers.map((layer) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...layer })),
+    }),
+  );
+  const put = await fetch(`${registryUrl}/v2/${repository}/manifests/${tag}`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/vnd.oci.image.manifest.v1+json' },
+    body: manifest,
+  });
+  if (put.status !== 201) throw new Error(`random image manifest answered ${put.status}`);
+  return digestOf(manifest);
+}

@@ -1,0 +1,141 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import type { JobsOptions } from 'bullmq';
+import { InvalidInputError } from '../src/errors.ts';
+import { formatReference, parseReference } from '../src/image-ref/reference.ts';
+import { formatPlatform, parsePlatform } from '../src/registry/media-types.ts';
+
+/**
+ * The `mirror` queue: what a producer may ask for, validated the same way when enqueued and when a
+ * worker takes the job.
+ */
+
+export const MIRROR_QUEUE = 'mirror';
+
+const ID = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
+const idSchema = (field: string) =>
+  z
+    .string({ error: `${field} must be a string` })
+    .max(63, { error: `${field} must be at most 63 characters` })
+    .regex(ID, { error: `${field} must be lowercase letters, digits and single '.', '_' or '-' between them, such as prod-eu-1` });
+
+/** Version 1 of the mirror job payload. */
+export const mirrorRequestSchema = z
+  .strictObject({
+    v: z.literal(1, { error: 'v must be 1, the only payload version' }),
+    /** Source image reference, such as `docker.io/library/nginx:1.27` or `ghcr.io/org/app@sha256:...`. */
+    source: z.string({ error: 'source must be an image reference string' }).min(1, { error: 'source must not be empty' }).max(1024),
+    /** Mirror registry, by its configured name or by its location HOST[:PORT][/PREFIX]. */
+    registry: z.string({ error: 'registry must be a string' }).min(1, { error: 'registry must not be empty' }).max(512),
+    mode: z.enum(['service', 'cluster'], { error: 'mode must be "service" or "cluster"' }).default('service'),
+    cluster: idSchema('cluster'),
+    service: idSchema('service').optional(),
+    /** Platforms to copy, such as `linux/amd64`; all when absent. */
+    platforms: z.array(z.string({ error: 'platforms entries must be strings' })).max(64).optional(),
+  })
+  .superRefine((request, context) => {
+    if (request.mode === 'service' && request.service === undefined) {
+      context.addIssue({ code: 'custom', path: ['service'], message: 'service is required when mode is "service"' });
+    }
+    try {
+      parseReference(request.source);
+    } catch (error) {
+      context.addIssue({ code: 'custom', path: ['source'], message: (error as Error).message });
+    }
+    for (const [index, platform] of (request.platforms ?? []).entries()) {
+      try {
+        parsePlatform(platform);
+      } catch (error) {
+        context.addIssue({ code: 'custom', path: ['platforms', index], message: (error as Error).message });
+      }
+    }
+  });
+
+export type MirrorRequestInput = z.input<typeof mirrorRequestSchema>;
+export type MirrorRequest = z.output<typeof mirrorRequestSchema>;
+
+/**
+ * Validates a mirror payload. Throws InvalidInputError listing every problem with its field and value.
+ */
+export function parseMirrorRequest(payload: unknown): MirrorRequest {
+  const result = mirrorRequestSchema.safeParse(payload);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => {
+    const field = issue.path.join('.') || 'payload';
+    const value = valueAt(payload, issue.path);
+    const shown = value === undefined ? 'missing' : JSON.stringify(value)?.slice(0, 200);
+    return `${field} (${shown}): ${issue.message}`;
+  });
+  throw new InvalidInputError(`invalid mirror request: ${problems.join('; ')}`);
+}
+
+function valueAt(payload: unknown, path: PropertyKey[]): unknown {
+  let current: unknown = payload;
+  for (const key of path) {
+    if (typeof current !== 'object' || current === null) return undefined;
+    current = (current as Record<PropertyKey, unknown>)[key];
+  }
+  return current;
+}
+
+/**
+ * Returns the request in normal form: the source printed normalised, platforms normalised and sorted,
+ * the registry lowercased. Two requests with the same normal form ask for the same thing.
+ */
+export function normaliseMirrorRequest(request: MirrorRequest): MirrorRequest {
+  const normal: MirrorRequest = {
+    v: 1,
+    source: formatReference(parseReference(request.source)),
+    registry: request.registry.trim().toLowerCase(),
+    mode: request.mode,
+    cluster: request.cluster,
+  };
+  if (request.service !== undefined) normal.service = request.service;
+  if (request.platforms?.length) normal.platforms = [...new Set(request.platforms.map((platform) => formatPlatform(parsePlatform(platform))))].sort();
+  return normal;
+}
+
+/** Deduplication id: identical requests waiting or running at the same time share one job. */
+export function mirrorDedupeId(request: MirrorRequest): string {
+  const normal = normaliseMirrorRequest(request);
+  const canonical = JSON.stringify([normal.v, normal.source, normal.registry, normal.mode, normal.cluster, normal.service ?? null, normal.platforms ?? []]);
+  return `mirror-${createHash('sha256').update(canonical).digest('hex').slice(0, 32)}`;
+}
+
+/** Default options of mirror jobs. */
+export const MIRROR_JOB_OPTIONS: JobsOptions = {
+  attempts: 5,
+  backoff: { type: 'exponential', delay: 2_000, jitter: 0.5 },
+  // Finished jobs stay readable for a day (results, `mirrorfleet job ID`), and at most this many.
+  removeOnComplete: { age: 24 * 3600, count: 10_000 },
+  removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
+};
+
+/** What a finished mirror job returns, also the CLI's `--json --wait` output. */
+export interface MirrorResult {
+  jobId: string;
+  action: 'copied' | 'skipped' | 'updated' | 'not-needed';
+  source: string;
+  sourceDigest: string;
+  /** `host/repository:tag` in the mirror registry. */
+  target: string;
+  /** `host/repository@sha256:...`: what a deployment should run. */
+  pinned: string;
+  digest: string;
+  /** True only when a platform filter rewrote the index. */
+  digestChanged: boolean;
+  platforms: string[];
+  manifests: { copied: number; present: number };
+  blobs: { copied: number; mounted: number; present: number };
+  bytes: { pulled: number; pushed: number };
+  durationMs: number;
+}
+
+/** Progress a running mirror job reports. */
+export interface MirrorProgress {
+  stage: 'resolving' | 'copying' | 'done';
+  blobsDone: number;
+  blobsTotal: number;
+  bytesPulled: number;
+  bytesPushed: number;
+}

@@ -1,0 +1,123 @@
+import { Queue, type Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { Server } from 'node:http';
+import type { Config } from '../src/config/config.ts';
+import { createLogger, type Logger } from '../src/log/logger.ts';
+import { Metrics } from '../src/metrics/metrics.ts';
+import { startHealthServer } from '../src/metrics/server.ts';
+import { RegistryClients } from '../src/mirror/clients.ts';
+import { NetworkPolicy } from '../src/net/policy.ts';
+import { HttpTransport } from '../src/registry/http.ts';
+import { MIRROR_QUEUE } from '../queues/mirror.ts';
+import { createMirrorWorker } from './mirror.ts';
+
+/**
+ * A worker process: one BullMQ worker per queue, a metrics and health server, and a graceful shutdown
+ * on SIGTERM or SIGINT (stop taking jobs, let active jobs finish within the grace period, exit 0).
+ */
+
+export const WORKER_QUEUES = [MIRROR_QUEUE] as const;
+
+export interface WorkerProcessOptions {
+  config: Config;
+  queues: string[];
+  concurrency: number;
+  metricsPort: number;
+  /** Job lock duration; a job of a killed worker is taken up by another after about this long. */
+  lockDurationMs?: number;
+  logger?: Logger;
+}
+
+export interface RunningWorkers {
+  workers: Worker[];
+  metricsServer: Server | undefined;
+  stop(graceMs: number): Promise<void>;
+}
+
+const QUEUE_SAMPLE_INTERVAL_MS = 15_000;
+
+export async function startWorkers(options: WorkerProcessOptions): Promise<RunningWorkers> {
+  const { config } = options;
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const metrics = new Metrics();
+  const connection = new Redis(config.redis.url, { maxRetriesPerRequest: null });
+  connection.on('error', (error: Error) => logger.warn({ error: error.message }, 'redis connection error; reconnecting'));
+
+  const transport = new HttpTransport({ policy: new NetworkPolicy(config.allowNetworks) });
+  transport.observe(({ registry, method, status }) => metrics.registryRequests.inc({ registry, method, status: String(status) }));
+  const clients = new RegistryClients(config, transport);
+  const prefix = config.redis.keyPrefix;
+
+  const workers: Worker[] = [];
+  for (const queue of options.queues) {
+    if (queue !== MIRROR_QUEUE) throw new Error(`unknown queue "${queue}"; accepted: ${WORKER_QUEUES.join(', ')}`);
+    const worker = createMirrorWorker({
+      context: { config, redis: connection, clients },
+      connection,
+      prefix,
+      concurrency: options.concurrency,
+      logger,
+      metrics,
+      ...(options.lockDurationMs ? { lockDurationMs: options.lockDurationMs } : {}),
+    });
+    worker.on('error', (error) => logger.error({ queue, error: error.message }, 'worker error'));
+    workers.push(worker);
+  }
+
+  const metricsServer =
+    options.metricsPort > 0
+      ? await startHealthServer({ metrics, port: options.metricsPort, ready: async () => (await connection.ping()) === 'PONG' })
+      : undefined;
+
+  const sampler = sampleQueueDepth(connection, prefix, options.queues, metrics);
+  logger.info({ queues: options.queues, concurrency: options.concurrency, metricsPort: options.metricsPort }, 'workers started');
+
+  let stopping: Promise<void> | undefined;
+  const stop = (graceMs: number) => {
+    stopping ??= (async () => {
+      logger.info({ graceMs }, 'stopping: no new jobs; waiting for active jobs');
+      clearInterval(sampler.timer);
+      const closing = Promise.all(workers.map((worker) => worker.close()));
+      const timedOut = await Promise.race([closing.then(() => false), new Promise<boolean>((resolve) => setTimeout(() => resolve(true), graceMs).unref())]);
+      if (timedOut) {
+        // Jobs still active go back to the queue through stalled-job recovery on another worker.
+        logger.warn({ graceMs }, 'grace period over; handing active jobs back');
+        await Promise.all(workers.map((worker) => worker.close(true)));
+      }
+      await sampler.queues.then((queues) => Promise.all(queues.map((queue) => queue.close())));
+      metricsServer?.close();
+      await transport.close();
+      connection.disconnect();
+      logger.info('stopped');
+    })();
+    return stopping;
+  };
+  return { workers, metricsServer, stop };
+}
+
+/**
+ * Every 15 s, the one process that holds the sampler lease reads the queue counts; the others leave the
+ * gauge empty, so that summing over the fleet does not multiply the backlog.
+ */
+function sampleQueueDepth(connection: Redis, prefix: string, queueNames: string[], metrics: Metrics) {
+  const queues = Promise.resolve(queueNames.map((name) => new Queue(name, { connection, prefix })));
+  const leaseKey = `${prefix}:metrics-sampler`;
+  const token = `${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const sample = async () => {
+    const holder = await connection.set(leaseKey, token, 'PX', QUEUE_SAMPLE_INTERVAL_MS * 2, 'NX');
+    const mine = holder === 'OK' || (await connection.get(leaseKey)) === token;
+    if (!mine) {
+      metrics.queueJobs.reset();
+      return;
+    }
+    await connection.pexpire(leaseKey, QUEUE_SAMPLE_INTERVAL_MS * 2);
+    for (const queue of await queues) {
+      const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed', 'prioritized');
+      for (const [state, count] of Object.entries(counts)) metrics.queueJobs.set({ queue: queue.name, state }, count);
+    }
+  };
+  void sample().catch(() => undefined);
+  const timer = setInterval(() => void sample().catch(() => undefined), QUEUE_SAMPLE_INTERVAL_MS);
+  timer.unref();
+  return { timer, queues };
+}
