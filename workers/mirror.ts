@@ -1,7 +1,5 @@
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
-import type { Logger } from '../src/log/logger.ts';
-import type { Metrics } from '../src/metrics/metrics.ts';
+import type { WorkerDependencies } from './types.ts';
 import { isRetryable, MirrorfleetError } from '../src/errors.ts';
 import { mirrorImage, type MirrorContext } from '../src/mirror/mirror-image.ts';
 import { encodeJobFailure } from '../queues/job-errors.ts';
@@ -13,21 +11,12 @@ import { MIRROR_QUEUE, parseMirrorRequest, type MirrorProgress, type MirrorResul
  * access, schema 1) end the job at once through BullMQ's UnrecoverableError.
  */
 
-export interface MirrorWorkerOptions {
-  context: MirrorContext;
-  connection: Redis;
-  prefix: string;
-  concurrency: number;
-  logger: Logger;
-  metrics: Metrics;
-  /** How long a job's lock lasts without renewal; a killed worker's job is taken up again after it. */
-  lockDurationMs?: number;
-}
 
 const PROGRESS_INTERVAL_MS = 250;
 
-export function createMirrorWorker(options: MirrorWorkerOptions): Worker {
+export function createMirrorWorker(options: WorkerDependencies): Worker {
   const { logger, metrics } = options;
+  const context: MirrorContext = { config: options.config, redis: options.redis, clients: options.clients };
 
   const processor = async (job: Job): Promise<MirrorResult> => {
     const started = Date.now();
@@ -43,7 +32,7 @@ export function createMirrorWorker(options: MirrorWorkerOptions): Worker {
 
     let lastProgress = 0;
     try {
-      const result = await mirrorImage(request, options.context, {
+      const result = await mirrorImage(request, context, {
         jobId: job.id!,
         onProgress: (progress) => {
           const now = Date.now();

@@ -10,13 +10,19 @@ import { NetworkPolicy } from '../src/net/policy.ts';
 import { HttpTransport } from '../src/registry/http.ts';
 import { MIRROR_QUEUE } from '../queues/mirror.ts';
 import { createMirrorWorker } from './mirror.ts';
+import type { WorkerDependencies } from './types.ts';
 
 /**
  * A worker process: one BullMQ worker per queue, a metrics and health server, and a graceful shutdown
  * on SIGTERM or SIGINT (stop taking jobs, let active jobs finish within the grace period, exit 0).
  */
 
-export const WORKER_QUEUES = [MIRROR_QUEUE] as const;
+/** One factory per queue a worker process can serve; a new queue adds its line here. */
+const WORKER_FACTORIES: Record<string, (dependencies: WorkerDependencies) => Worker> = {
+  [MIRROR_QUEUE]: createMirrorWorker,
+};
+
+export const WORKER_QUEUES: readonly string[] = Object.keys(WORKER_FACTORIES);
 
 export interface WorkerProcessOptions {
   config: Config;
@@ -50,9 +56,12 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
 
   const workers: Worker[] = [];
   for (const queue of options.queues) {
-    if (queue !== MIRROR_QUEUE) throw new Error(`unknown queue "${queue}"; accepted: ${WORKER_QUEUES.join(', ')}`);
-    const worker = createMirrorWorker({
-      context: { config, redis: connection, clients },
+    const factory = WORKER_FACTORIES[queue];
+    if (!factory) throw new Error(`unknown queue "${queue}"; accepted: ${WORKER_QUEUES.join(', ')}`);
+    const worker = factory({
+      config,
+      redis: connection,
+      clients,
       connection,
       prefix,
       concurrency: options.concurrency,

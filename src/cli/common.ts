@@ -1,0 +1,47 @@
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
+import { Redis } from 'ioredis';
+import type { Config } from '../config/config.ts';
+import { MirrorfleetProducer } from '../../queues/producer.ts';
+import type { MirrorResult } from '../../queues/mirror.ts';
+
+/** Wrong usage of the command line: printed with a pointer to the help, exit code 2. */
+export class UsageError extends Error {}
+
+type OptionValues = Record<string, string | boolean | string[] | undefined>;
+
+export function parse(args: string[], options: ParseArgsOptionsConfig, allowPositionals: boolean): { values: OptionValues; positionals: string[] } {
+  const result = parseArgs({ args, options, allowPositionals, strict: true });
+  return { values: result.values as OptionValues, positionals: result.positionals };
+}
+
+export function positiveInteger(name: string, value: string | undefined, fallback: number, min = 1): number {
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value) || Number(value) < min) throw new UsageError(`invalid --${name} "${value}": expected a whole number of at least ${min}`);
+  return Number(value);
+}
+
+export function producerFor(config: Config): MirrorfleetProducer {
+  const connection = new Redis(config.redis.url, { maxRetriesPerRequest: null });
+  return new MirrorfleetProducer({ connection, prefix: config.redis.keyPrefix });
+}
+
+/** A short human summary of a finished mirror job. */
+export function describeResult(result: MirrorResult): string {
+  const moved =
+    result.action === 'skipped' || result.action === 'not-needed'
+      ? 'nothing moved'
+      : `${result.manifests.copied} manifests and ${result.blobs.copied} blobs copied, ${result.blobs.mounted} mounted, ${result.blobs.present} already there; ` +
+        `${formatBytes(result.bytes.pulled)} pulled, ${formatBytes(result.bytes.pushed)} pushed`;
+  return (
+    `${result.action}: ${result.source}\n` +
+    `  target  ${result.target}\n` +
+    `  pinned  ${result.pinned}\n` +
+    `  ${moved} in ${result.durationMs} ms\n`
+  );
+}
+
+export function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
