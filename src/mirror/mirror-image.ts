@@ -50,7 +50,7 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
         '(declare it in MIRRORFLEET_MIRROR_REGISTRIES or the configuration file)',
     );
   }
-  const provider = createProvider(registry, config);
+  const provider = createProvider(registry, config, clients);
   const source = parseReference(request.source);
   const sourceClient = clients.get(source.registry);
   const base = { jobId: hooks.jobId, source: formatReference(source) };

@@ -1,6 +1,7 @@
 import { InvalidInputError } from '../errors.ts';
 import { sameRegistry, type ImageReference } from '../image-ref/reference.ts';
 import type { Credentials } from '../registry/auth.ts';
+import type { RegistryClient } from '../registry/client.ts';
 import type { MirrorLocation, TargetName, TargetProvider } from './provider.ts';
 
 /**
@@ -29,6 +30,8 @@ export interface GenericProviderOptions {
   prefix: string;
   insecure: boolean;
   credentials?: Credentials | undefined;
+  /** Client of `host`, used for deletions. */
+  client: RegistryClient;
 }
 
 export class GenericProvider implements TargetProvider {
@@ -36,7 +39,10 @@ export class GenericProvider implements TargetProvider {
   readonly host: string;
   readonly prefix: string;
   readonly insecure: boolean;
+  // distribution 2.8 answers DELETE of a tag with 400 DIGEST_INVALID; images go by manifest digest.
+  readonly canDeleteTags: boolean = false;
   private readonly pushCredentials: Credentials | undefined;
+  private readonly client: RegistryClient;
 
   constructor(options: GenericProviderOptions) {
     this.name = options.name;
@@ -44,6 +50,7 @@ export class GenericProvider implements TargetProvider {
     this.prefix = options.prefix;
     this.insecure = options.insecure;
     this.pushCredentials = options.credentials;
+    this.client = options.client;
   }
 
   targetFor(source: ImageReference, location: MirrorLocation): TargetName {
@@ -80,6 +87,10 @@ export class GenericProvider implements TargetProvider {
 
   async credentials(): Promise<Credentials | undefined> {
     return this.pushCredentials;
+  }
+
+  async deleteImage(repository: string, image: { tag?: string; digest: string }): Promise<'deleted' | 'absent'> {
+    return (await this.client.deleteManifest(repository, image.digest)) ? 'deleted' : 'absent';
   }
 }
 

@@ -38,4 +38,12 @@ export interface TargetProvider {
   ensureRepository(repository: string): Promise<void>;
   /** Credentials to push with, or undefined for anonymous access. */
   credentials(): Promise<Credentials | undefined>;
+
+  /** True when the registry can delete a tag alone; otherwise images are deleted by manifest digest. */
+  readonly canDeleteTags: boolean;
+  /**
+   * Deletes one image of `repository`: the tag when `canDeleteTags` and a tag is given, else the manifest
+   * `digest`. Returns 'absent' when it was already gone, which callers count as deleted.
+   */
+  deleteImage(repository: string, image: { tag?: string; digest: string }): Promise<'deleted' | 'absent'>;
 }
