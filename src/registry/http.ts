@@ -1,13 +1,15 @@
-import { EnvHttpProxyAgent, request, type Dispatcher } from 'undici';
-import type { LookupFunction } from 'node:net';
+import { EnvHttpProxyAgent, Pool, request, type Dispatcher } from 'undici';
 import type { Readable } from 'node:stream';
+import { ConfigError } from '../errors.ts';
+import { createPolicyConnector, type Resolver } from '../net/connector.ts';
+import { NetworkPolicy } from '../net/policy.ts';
 
 /**
  * The one place every outgoing HTTP connection of mirrorfleet passes through. It owns the undici
  * dispatcher, so connection-level policy lives here and nowhere else:
+ * - every TCP connection goes through a connector that enforces the network policy: the host is resolved,
+ *   each address is checked, and the socket is opened to a checked address (src/net/connector.ts);
  * - `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` are honoured (undici's EnvHttpProxyAgent);
- * - `lookup` replaces DNS resolution for direct connections, which is where the network policy checks
- *   every resolved address before a socket is opened;
  * - `ca` adds certificate authorities for registries with a private CA;
  * - observers see every response (registry request metrics, rate-limit bookkeeping).
  */
@@ -32,8 +34,13 @@ export interface HttpResponseInfo {
 export type HttpObserver = (info: HttpResponseInfo) => void;
 
 export interface HttpTransportOptions {
-  /** Replaces DNS resolution for connections (the network policy hooks in here). */
-  lookup?: LookupFunction;
+  /**
+   * Addresses this transport may connect to. Defaults to `new NetworkPolicy([])`, which rejects loopback
+   * and private addresses.
+   */
+  policy?: NetworkPolicy;
+  /** Replaces DNS resolution of host names before the policy check; tests pass a stub. */
+  resolver?: Resolver;
   /** Extra PEM certificate authorities. */
   ca?: string | string[];
   /** Time to wait for response headers, in milliseconds. */
@@ -48,12 +55,27 @@ export class HttpTransport {
   readonly dispatcher: Dispatcher;
   private readonly observers: HttpObserver[] = [];
 
+  /** @throws ConfigError when HTTP_PROXY or HTTPS_PROXY names a SOCKS proxy. */
   constructor(options: HttpTransportOptions = {}) {
-    const connect: Record<string, unknown> = {};
-    if (options.lookup) connect.lookup = options.lookup;
-    if (options.ca) connect.ca = options.ca;
+    const policy = options.policy ?? new NetworkPolicy([]);
+    const socket = options.ca ? { ca: options.ca } : {};
+    const httpProxy = proxyFromEnvironment('http_proxy', 'HTTP_PROXY');
+    const httpsProxy = proxyFromEnvironment('https_proxy', 'HTTPS_PROXY');
+
+    // With a proxy, the socket goes to the proxy's own address, so that is the address the policy checks.
+    // The proxy then decides where the request goes: the target host is neither resolved nor checked here.
+    const proxyConnector = createPolicyConnector({ policy, resolver: options.resolver, socket, proxy: true });
     this.dispatcher = new EnvHttpProxyAgent({
-      connect,
+      httpProxy,
+      httpsProxy,
+      connect: createPolicyConnector({ policy, resolver: options.resolver, socket }),
+      clientFactory: (origin) => new Pool(origin, { connect: proxyConnector }),
+      // Without tunnelling, undici sends a plain-HTTP request to the proxy over a connection that it opens
+      // with its own connector, which skips the policy. Tunnelling routes it through `clientFactory` too.
+      // NOTE: a proxy that allows CONNECT only to port 443, as Squid's default `http_access deny CONNECT !SSL_ports`
+      // does, then refuses plain-HTTP registries.
+      proxyTunnel: true,
+      requestTls: socket,
       headersTimeout: options.headersTimeoutMs ?? 60_000,
       bodyTimeout: options.bodyTimeoutMs ?? 120_000,
     });
@@ -79,6 +101,23 @@ export class HttpTransport {
   async close(): Promise<void> {
     await this.dispatcher.close();
   }
+}
+
+/**
+ * Reads a proxy URL as undici's EnvHttpProxyAgent does (lower case first). SOCKS proxies are rejected:
+ * undici's SOCKS client opens the connection to the proxy with its own connector, which skips the policy.
+ */
+function proxyFromEnvironment(lowerName: string, upperName: string): string | undefined {
+  const value = process.env[lowerName] ?? process.env[upperName];
+  if (!value) return undefined;
+  const protocol = /^([a-z][a-z0-9+.-]*):/i.exec(value)?.[1]?.toLowerCase();
+  if (protocol?.startsWith('socks')) {
+    const name = process.env[lowerName] !== undefined ? lowerName : upperName;
+    throw new ConfigError(
+      `${name} names a SOCKS proxy (${protocol}:), which is not supported because connections to it would bypass the network policy; use an HTTP or HTTPS proxy`,
+    );
+  }
+  return value;
 }
 
 /** Returns a header's first value, lowercased name lookup. */

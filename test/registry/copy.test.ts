@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { HttpTransport } from '../../src/registry/http.ts';
+import { NetworkPolicy } from '../../src/net/policy.ts';
 import { RegistryClient, sha256 } from '../../src/registry/client.ts';
 import { copyImage, type CopyResult } from '../../src/registry/copy.ts';
 import { MissingChildError } from '../../src/errors.ts';
@@ -31,7 +32,7 @@ beforeAll(async () => {
   await seedLayout(source.host, 'busybox-1.38.0-uclibc-arm64v8', 'library/busybox', 'arm64');
   await seedDockerArchive(source.host, 'alpine-3.10-docker-archive/alpine-310.tar', 'library/alpine', '3.10');
   await pushLayoutOverHttp(source.url, 'signed/hello-world', 'hello-world-manifest-list-cosign', 'list');
-  transport = new HttpTransport();
+  transport = new HttpTransport({ policy: new NetworkPolicy(['127.0.0.0/8']) });
   sourceClient = new RegistryClient({ registry: source.host, insecure: true, transport });
   targetClient = new RegistryClient({ registry: target.host, insecure: true, transport });
 });
