@@ -1,17 +1,23 @@
 import type { Config } from '../config/config.ts';
 import { registryAccess } from '../config/config.ts';
+import type { Credentials } from '../registry/auth.ts';
 import { RegistryClient, type RetryPolicy } from '../registry/client.ts';
 import type { HttpTransport } from '../registry/http.ts';
+import { withProviderAccess, type ProviderAccess } from '../providers/registry-access.ts';
 
 /**
  * One RegistryClient per registry host for the whole process, so bearer tokens and connections are
- * shared by every job that talks to the same registry.
+ * shared by every job that talks to the same registry. A target provider registers the access to its own
+ * host (credentials it obtains and refreshes, repositories it creates on demand), which then replaces the
+ * credentials configured for that host.
  */
 export class RegistryClients {
+  /** The transport every client sends through; providers send their cloud API calls through it too. */
+  readonly transport: HttpTransport;
   private readonly config: Config;
-  private readonly transport: HttpTransport;
   private readonly retry: Partial<RetryPolicy> | undefined;
   private readonly clients = new Map<string, RegistryClient>();
+  private readonly providerAccess = new Map<string, ProviderAccess & { staticCredentials?: Credentials }>();
 
   constructor(config: Config, transport: HttpTransport, retry?: Partial<RetryPolicy>) {
     this.config = config;
@@ -19,21 +25,38 @@ export class RegistryClients {
     this.retry = retry;
   }
 
+  /**
+   * Sets how requests to `registry` (a normalised host[:port]) authenticate and create repositories:
+   * `access.credentials` when they expire, or `staticCredentials` for fixed ones. Drops a client created
+   * for that host before, so that the next `get` uses the new access.
+   */
+  setProviderAccess(registry: string, access: ProviderAccess & { staticCredentials?: Credentials }): void {
+    this.providerAccess.set(registry, access);
+    this.clients.delete(registry);
+  }
+
   /** Returns the client of `registry` (a normalised host[:port]), with the access settings configured for it. */
   get(registry: string): RegistryClient {
     let client = this.clients.get(registry);
     if (!client) {
-      const access = registryAccess(this.config, registry);
-      const credentials = access.username !== undefined && access.password !== undefined ? { username: access.username, password: access.password } : undefined;
-      client = new RegistryClient({
-        registry,
-        insecure: access.insecure,
-        transport: this.transport,
-        ...(credentials ? { credentials } : {}),
-        ...(this.retry ? { retry: this.retry } : {}),
-      });
+      client = this.create(registry);
       this.clients.set(registry, client);
     }
     return client;
+  }
+
+  private create(registry: string): RegistryClient {
+    const access = registryAccess(this.config, registry);
+    const provider = this.providerAccess.get(registry);
+    const configured = access.username !== undefined && access.password !== undefined ? { username: access.username, password: access.password } : undefined;
+    const credentials = provider ? provider.staticCredentials : configured;
+    const transport = provider && (provider.credentials || provider.createRepository) ? withProviderAccess(this.transport, registry, provider) : this.transport;
+    return new RegistryClient({
+      registry,
+      insecure: access.insecure,
+      transport,
+      ...(credentials ? { credentials } : {}),
+      ...(this.retry ? { retry: this.retry } : {}),
+    });
   }
 }

@@ -32,6 +32,12 @@ export interface GenericProviderOptions {
   credentials?: Credentials | undefined;
   /** Client of `host`, used for deletions. */
   client: RegistryClient;
+  /**
+   * True for a registry that deletes a tag alone with `DELETE /v2/<repository>/manifests/<tag>` (the
+   * distribution specification allows it; Harbor and Zot do it). Default false, because distribution 2.8
+   * answers such a request with 400 DIGEST_INVALID.
+   */
+  deletesTags?: boolean;
 }
 
 export class GenericProvider implements TargetProvider {
@@ -39,8 +45,8 @@ export class GenericProvider implements TargetProvider {
   readonly host: string;
   readonly prefix: string;
   readonly insecure: boolean;
-  // distribution 2.8 answers DELETE of a tag with 400 DIGEST_INVALID; images go by manifest digest.
-  readonly canDeleteTags: boolean = false;
+  // distribution 2.8 answers DELETE of a tag with 400 DIGEST_INVALID, so by default images go by manifest digest.
+  readonly canDeleteTags: boolean;
   private readonly pushCredentials: Credentials | undefined;
   private readonly client: RegistryClient;
 
@@ -51,6 +57,7 @@ export class GenericProvider implements TargetProvider {
     this.insecure = options.insecure;
     this.pushCredentials = options.credentials;
     this.client = options.client;
+    this.canDeleteTags = options.deletesTags ?? false;
   }
 
   targetFor(source: ImageReference, location: MirrorLocation): TargetName {
@@ -90,7 +97,9 @@ export class GenericProvider implements TargetProvider {
   }
 
   async deleteImage(repository: string, image: { tag?: string; digest: string }): Promise<'deleted' | 'absent'> {
-    return (await this.client.deleteManifest(repository, image.digest)) ? 'deleted' : 'absent';
+    // deleteManifest sends DELETE /v2/<repository>/manifests/<reference>, which takes a tag as well as a digest.
+    const reference = this.canDeleteTags && image.tag !== undefined ? image.tag : image.digest;
+    return (await this.client.deleteManifest(repository, reference)) ? 'deleted' : 'absent';
   }
 }
 
