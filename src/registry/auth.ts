@@ -1,13 +1,19 @@
 import { RegistryError } from '../errors.ts';
 import { registerSecret } from '../log/redact.ts';
-import { discard, type HttpTransport } from './http.ts';
+import { sortResponse } from './failures.ts';
+import type { HttpTransport } from './http.ts';
 
 /**
- * Registry authentication: parses `WWW-Authenticate` challenges and produces the `Authorization`
- * header for a set of scopes. Bearer tokens are cached per scope set until shortly before they expire.
- * Token requests only ever go to the realm named by the registry's own challenge, with scopes of that
- * registry, so no cross-registry scope leaks to another token service.
- * Reference: the distribution token authentication specification (docs/spec/auth/token.md).
+ * Registry authentication: parses `WWW-Authenticate` challenges and produces the `Authorization` header
+ * for a set of scopes. Reference: the distribution token authentication specification
+ * (docs/spec/auth/token.md) and RFC 9110, section 11.6.1 for the challenge syntax.
+ *
+ * - Basic: the credentials go with every request once the registry has asked for them.
+ * - Bearer: a token is requested from the realm of the registry's own challenge, for the scopes of
+ *   one request, and cached per realm, service and scope set until shortly before it expires. A 401 to
+ *   a request that carried a cached token drops that token, and the client asks for a new one once.
+ * Scopes always name repositories of this registry, because each RegistryClient builds them from its
+ * own requests. So no scope of another registry, such as a cross-registry mount source, is requested.
  */
 
 export interface Credentials {
@@ -17,23 +23,50 @@ export interface Credentials {
 
 export interface Challenge {
   scheme: 'basic' | 'bearer';
+  /** Parameters with lowercased names: `realm`, `service`, `scope`, `error`. */
   params: Record<string, string>;
 }
 
-/** Parses a `WWW-Authenticate` value. Returns undefined for schemes other than Basic and Bearer. */
-export function parseChallenge(value: string | undefined): Challenge | undefined {
-  if (!value) return undefined;
-  const match = /^\s*(\w+)\s*(.*)$/s.exec(value);
-  if (!match) return undefined;
-  const scheme = match[1]!.toLowerCase();
-  if (scheme !== 'basic' && scheme !== 'bearer') return undefined;
-  const params: Record<string, string> = {};
-  // key="quoted, value" or key=token, separated by commas.
-  const paramPattern = /([\w-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))/g;
-  for (const param of match[2]!.matchAll(paramPattern)) {
-    params[param[1]!.toLowerCase()] = param[2] !== undefined ? param[2].replace(/\\(.)/g, '$1') : param[3]!;
+/**
+ * Parses `WWW-Authenticate`: one header value, or every value when the header came several times.
+ * A value may hold several challenges (`Bearer realm="a", Basic realm="b"`). Bearer is preferred over
+ * Basic; other schemes are ignored. Returns undefined when no Basic or Bearer challenge is present.
+ */
+export function parseChallenge(value: string | string[] | undefined): Challenge | undefined {
+  if (value === undefined) return undefined;
+  const challenges = (Array.isArray(value) ? value : [value]).flatMap(parseChallenges);
+  return challenges.find((challenge) => challenge.scheme === 'bearer') ?? challenges.find((challenge) => challenge.scheme === 'basic');
+}
+
+/** Returns the scopes a Bearer challenge names; its `scope` parameter separates them with spaces. */
+export function challengeScopes(challenge: Challenge): string[] {
+  return (challenge.params.scope ?? '').split(' ').filter((scope) => scope !== '');
+}
+
+// A scheme name followed by blanks and then either the end or something that is not `=` (RFC 9110 auth-scheme).
+const SCHEME = /^([A-Za-z0-9!#$%&'*+.^_`|~-]+)(?=\s|,|$)/;
+// One auth-param: name = token or quoted-string.
+const PARAM = /^([A-Za-z0-9!#$%&'*+.^_`|~-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]*))/;
+
+function parseChallenges(value: string): Challenge[] {
+  const found: Array<{ scheme: string; params: Record<string, string> }> = [];
+  let rest = value.trim();
+  while (rest !== '') {
+    rest = rest.replace(/^[\s,]+/, '');
+    const param = PARAM.exec(rest);
+    if (param && found.length > 0) {
+      found.at(-1)!.params[param[1]!.toLowerCase()] = param[2] !== undefined ? param[2].replace(/\\(.)/g, '$1') : param[3]!;
+      rest = rest.slice(param[0].length);
+      continue;
+    }
+    const scheme = SCHEME.exec(rest);
+    if (!scheme) break;
+    found.push({ scheme: scheme[1]!.toLowerCase(), params: {} });
+    rest = rest.slice(scheme[0].length);
   }
-  return { scheme, params };
+  return found.flatMap((challenge) =>
+    challenge.scheme === 'basic' || challenge.scheme === 'bearer' ? [{ scheme: challenge.scheme, params: challenge.params }] : [],
+  );
 }
 
 interface CachedToken {
@@ -41,9 +74,10 @@ interface CachedToken {
   expiresAt: number;
 }
 
-// A token is refreshed this long before its stated expiry so it does not lapse mid-request.
+// A token is dropped this long before its stated expiry (or a quarter of its lifetime, when that is
+// shorter), so that it does not lapse between the check and the request.
 const EXPIRY_MARGIN_MS = 10_000;
-// The token specification says a token without expires_in lasts 60 seconds.
+// In the token specification, a token without `expires_in` lasts 60 seconds.
 const DEFAULT_TOKEN_SECONDS = 60;
 
 export class Authenticator {
@@ -54,6 +88,7 @@ export class Authenticator {
   private readonly transport: HttpTransport;
   private readonly registry: string;
   private readonly credentials: Credentials | undefined;
+  private readonly basicValue: string | undefined;
 
   constructor(transport: HttpTransport, registry: string, credentials: Credentials | undefined) {
     this.transport = transport;
@@ -61,90 +96,93 @@ export class Authenticator {
     this.credentials = credentials;
     if (credentials) {
       registerSecret(credentials.password);
-      registerSecret(basicValue(credentials));
+      this.basicValue = Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64');
+      registerSecret(this.basicValue);
     }
-  }
-
-  /** Returns the Authorization header for `scopes`, or undefined when no challenge has been seen yet. */
-  async authorization(scopes: string[]): Promise<string | undefined> {
-    const challenge = this.challenge;
-    if (!challenge) return undefined;
-    if (challenge.scheme === 'basic') return this.credentials ? `Basic ${basicValue(this.credentials)}` : undefined;
-    const key = scopeKey(scopes);
-    const cached = this.tokens.get(key);
-    if (cached && cached.expiresAt - EXPIRY_MARGIN_MS > Date.now()) return `Bearer ${cached.value}`;
-    return `Bearer ${await this.fetchTokenOnce(key, scopes, challenge)}`;
   }
 
   /**
-   * Takes a 401 answer into account. Returns true when a new attempt with fresh authorization can
-   * succeed, false when it cannot (no usable challenge, or a basic challenge without credentials).
+   * Returns the Authorization header for `scopes`, or undefined when no challenge has been seen yet
+   * (the first request goes without one) or when the challenge is Basic and there are no credentials.
+   * May request a token; throws what `fetchToken` throws.
    */
-  async onUnauthorized(wwwAuthenticate: string | undefined, scopes: string[]): Promise<boolean> {
+  async authorization(scopes: string[], operation: string): Promise<string | undefined> {
+    const challenge = this.challenge;
+    if (!challenge) return undefined;
+    if (challenge.scheme === 'basic') return this.basicValue ? `Basic ${this.basicValue}` : undefined;
+
+    const key = cacheKey(challenge, scopes);
+    const cached = this.tokens.get(key);
+    if (cached && cached.expiresAt > Date.now()) return `Bearer ${cached.value}`;
+    let pending = this.pending.get(key);
+    if (!pending) {
+      pending = this.fetchToken(key, scopes, challenge, operation).finally(() => this.pending.delete(key));
+      this.pending.set(key, pending);
+    }
+    return `Bearer ${await pending}`;
+  }
+
+  /**
+   * Takes a 401 response into account. Returns true when a new attempt with fresh authorization can
+   * succeed: a Bearer challenge (the token for `scopes` is dropped), or a first Basic challenge when
+   * there are credentials. A Basic challenge to a request that already carried the credentials means
+   * they are wrong, and another attempt cannot help.
+   */
+  onUnauthorized(wwwAuthenticate: string | string[] | undefined, scopes: string[], sentAuthorization: boolean): boolean {
     const challenge = parseChallenge(wwwAuthenticate);
     if (!challenge) return false;
+    const previous = this.challenge;
     this.challenge = challenge;
-    if (challenge.scheme === 'basic') return this.credentials !== undefined;
-    this.tokens.delete(scopeKey(scopes));
+    if (challenge.scheme === 'basic') return this.credentials !== undefined && !(sentAuthorization && previous?.scheme === 'basic');
+    this.tokens.delete(cacheKey(challenge, scopes));
     return true;
   }
 
-  private fetchTokenOnce(key: string, scopes: string[], challenge: Challenge): Promise<string> {
-    let pending = this.pending.get(key);
-    if (!pending) {
-      pending = this.fetchToken(key, scopes, challenge).finally(() => this.pending.delete(key));
-      this.pending.set(key, pending);
-    }
-    return pending;
-  }
-
-  private async fetchToken(key: string, scopes: string[], challenge: Challenge): Promise<string> {
-    const operation = `requesting a token for ${scopes.join(' ') || 'registry access'}`;
+  private async fetchToken(key: string, scopes: string[], challenge: Challenge, operation: string): Promise<string> {
+    const tokenOperation = `requesting a token for ${scopes.join(' ') || 'registry access'} while ${operation}`;
     const realm = challenge.params.realm;
-    if (!realm) {
-      throw new RegistryError('REGISTRY_PROTOCOL', `${this.registry} sent a Bearer challenge without a realm`, {
+    let url: URL;
+    try {
+      url = new URL(realm ?? '');
+    } catch {
+      throw new RegistryError('REGISTRY_PROTOCOL', `${this.registry} sent a Bearer challenge without a valid realm URL while ${operation}`, {
         registry: this.registry,
         operation,
       });
     }
-    const url = new URL(realm);
     if (challenge.params.service) url.searchParams.set('service', challenge.params.service);
     for (const scope of scopes) url.searchParams.append('scope', scope);
     const headers: Record<string, string> = {};
-    if (this.credentials) headers.authorization = `Basic ${basicValue(this.credentials)}`;
+    if (this.basicValue) headers.authorization = `Basic ${this.basicValue}`;
+    const answeredBy = `the token service of ${this.registry} (${url.origin})`;
 
     const response = await this.transport.send({ method: 'GET', url, headers, registry: this.registry });
-    if (response.statusCode !== 200) {
-      await discard(response);
-      const denied = response.statusCode === 401 || response.statusCode === 403;
-      throw new RegistryError(
-        denied ? 'REGISTRY_DENIED' : 'REGISTRY_UNAVAILABLE',
-        `token service of ${this.registry} (${url.origin}) answered ${response.statusCode} while ${operation}` +
-          (denied ? `; check the credentials for ${this.registry}` : ''),
-        { registry: this.registry, operation, status: response.statusCode, retryable: !denied },
-      );
-    }
+    // A transient failure is thrown as TransientResponse, which the client retries within the budget of its request.
+    if (response.statusCode !== 200) throw await sortResponse(response, { registry: this.registry, operation: tokenOperation, answeredBy });
+
     const body = (await response.body.json().catch(() => undefined)) as
-      | { token?: unknown; access_token?: unknown; expires_in?: unknown }
+      | { token?: unknown; access_token?: unknown; refresh_token?: unknown; expires_in?: unknown }
       | undefined;
-    const token = typeof body?.token === 'string' ? body.token : typeof body?.access_token === 'string' ? body.access_token : undefined;
-    if (!token) {
-      throw new RegistryError('REGISTRY_PROTOCOL', `token service of ${this.registry} returned no token while ${operation}`, {
+    // Register every secret of the response before anything else can copy it into a message.
+    for (const value of [body?.token, body?.access_token, body?.refresh_token]) {
+      if (typeof value === 'string') registerSecret(value);
+    }
+    let token = '';
+    if (typeof body?.token === 'string' && body.token !== '') token = body.token;
+    else if (typeof body?.access_token === 'string') token = body.access_token;
+    if (token === '') {
+      throw new RegistryError('REGISTRY_PROTOCOL', `${answeredBy} returned no token while ${tokenOperation}`, {
         registry: this.registry,
-        operation,
+        operation: tokenOperation,
       });
     }
-    registerSecret(token);
     const seconds = typeof body?.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : DEFAULT_TOKEN_SECONDS;
-    this.tokens.set(key, { value: token, expiresAt: Date.now() + seconds * 1000 });
+    const lifetimeMs = seconds * 1000;
+    this.tokens.set(key, { value: token, expiresAt: Date.now() + lifetimeMs - Math.min(EXPIRY_MARGIN_MS, lifetimeMs / 4) });
     return token;
   }
 }
 
-function basicValue(credentials: Credentials): string {
-  return Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64');
-}
-
-function scopeKey(scopes: string[]): string {
-  return [...scopes].sort().join(' ');
+function cacheKey(challenge: Challenge, scopes: string[]): string {
+  return [challenge.params.realm ?? '', challenge.params.service ?? '', ...[...scopes].sort()].join(' ');
 }

@@ -1,6 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { Transform, type TransformCallback } from 'node:stream';
 import { DigestMismatchError } from '../errors.ts';
+import { openResumableBlob } from './blob-reader.ts';
 import type { RegistryClient } from './client.ts';
 
 /**
@@ -67,13 +68,18 @@ export class DigestVerifier extends Transform {
   }
 }
 
-/** Copies one blob of `size` bytes. Returns the number of bytes pushed to the target. */
+/**
+ * Copies one blob of `size` bytes. Returns the number of bytes pushed to the target.
+ * A download that breaks resumes with a Range request (see blob-reader.ts). A chunked upload keeps one
+ * chunk in memory at a time, so that a PATCH that fails can be resumed from the offset the registry
+ * reports (see `RegistryClient.uploadChunk`).
+ */
 export async function transferBlob(ends: BlobTransferEnds, digest: string, size: number, options: BlobTransferOptions): Promise<number> {
   const { source, target, sourceRepository, targetRepository } = ends;
-  const blob = await source.getBlob(sourceRepository, digest);
+  const blob = await openResumableBlob(source, sourceRepository, digest, source.retryPolicy.maxAttempts - 1);
   const verifier = new DigestVerifier(digest, size, options.onBytes);
-  blob.stream.on('error', (error) => verifier.destroy(error));
-  blob.stream.pipe(verifier);
+  blob.on('error', (error) => verifier.destroy(error));
+  blob.pipe(verifier);
 
   try {
     let location = ends.location;
@@ -92,7 +98,9 @@ export async function transferBlob(ends: BlobTransferEnds, digest: string, size:
     const pending: { leftover: Buffer | undefined } = { leftover: undefined };
     for (let offset = 0; offset < size; offset += options.chunkBytes) {
       const length = Math.min(options.chunkBytes, size - offset);
-      location = await target.uploadChunk(targetRepository, location, Readable.from(takeBytes(iterator, pending, length)), offset, length);
+      const chunk = await readBytes(iterator, pending, length);
+      if (chunk.length < length) throw new DigestMismatchError(`blob ${digest} ended after ${offset + chunk.length} of ${size} bytes`);
+      location = await target.uploadChunk(targetRepository, location, chunk, offset, length);
     }
     // One more read lets the verifier finish: it throws here when the digest or size is wrong.
     const end = await iterator.next();
@@ -100,20 +108,21 @@ export async function transferBlob(ends: BlobTransferEnds, digest: string, size:
     await target.finishUpload(targetRepository, location, digest);
     return size;
   } finally {
-    blob.stream.destroy();
+    blob.destroy();
     verifier.destroy();
   }
 }
 
-/** Yields exactly `count` bytes from `iterator` (fewer only when it ends), keeping the rest for the next call. */
-async function* takeBytes(iterator: AsyncIterator<Buffer>, pending: { leftover: Buffer | undefined }, count: number): AsyncGenerator<Buffer> {
+/** Reads exactly `count` bytes from `iterator` into one Buffer (fewer only when it ends), keeping the rest for the next call. */
+async function readBytes(iterator: AsyncIterator<Buffer>, pending: { leftover: Buffer | undefined }, count: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
   let remaining = count;
   while (remaining > 0) {
     let chunk = pending.leftover;
     pending.leftover = undefined;
     if (!chunk) {
       const next = await iterator.next();
-      if (next.done) return;
+      if (next.done) break;
       chunk = next.value;
     }
     if (chunk.length > remaining) {
@@ -121,6 +130,7 @@ async function* takeBytes(iterator: AsyncIterator<Buffer>, pending: { leftover: 
       chunk = chunk.subarray(0, remaining);
     }
     remaining -= chunk.length;
-    yield chunk;
+    parts.push(chunk);
   }
+  return Buffer.concat(parts);
 }

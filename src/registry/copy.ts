@@ -2,6 +2,7 @@ import { InvalidInputError, MissingChildError, RegistryError, UnsupportedManifes
 import { createLimiter } from '../util/limit.ts';
 import { transferBlob } from './blob-transfer.ts';
 import { sha256, type Manifest, type RegistryClient } from './client.ts';
+import { isNetworkError } from './retry.ts';
 import {
   NON_DISTRIBUTABLE_LAYER_TYPES,
   formatPlatform,
@@ -9,6 +10,7 @@ import {
   parseManifest,
   platformMatches,
   type Descriptor,
+  type ImageManifest,
   type ParsedManifest,
   type Platform,
 } from './media-types.ts';
@@ -42,14 +44,27 @@ export interface CopyImageOptions {
   blobGate?: <T>(digest: string, work: () => Promise<T>) => Promise<T>;
   /** Blobs up to this size are uploaded in one request. Default 16 MiB. */
   monolithicMaxBytes?: number;
-  /** Chunk size of chunked uploads. Default 16 MiB. */
+  /** Chunk size of chunked uploads. Each running transfer keeps one chunk in memory. Default 16 MiB. */
   chunkBytes?: number;
   /** Blob transfers running at once. Default 4. */
   concurrency?: number;
   /** Attempts per blob transfer when a transient failure breaks it. Default 3. */
   blobAttempts?: number;
+  /** Handling of images with foreign layers (non-distributable, fetched from URLs). Default 'keep'. */
+  foreignLayers?: ForeignLayerPolicy;
   onProgress?: (progress: CopyProgress) => void;
 }
+
+/**
+ * Handling of foreign layers: layers of a non-distributable media type that list `urls`, such as the
+ * base layers of Windows images. Their blobs are never copied, because they live outside the registry.
+ * - 'keep': push the manifest unchanged, so the digest stays; a target that refuses such manifests fails
+ *   the copy with an error naming the platform.
+ * - 'skip-platform': leave out every platform that has foreign layers and write an index of the others
+ *   (a new digest). Reads every child manifest before any blob moves.
+ * - 'fail': reject the copy before any blob moves.
+ */
+export type ForeignLayerPolicy = 'keep' | 'skip-platform' | 'fail';
 
 export interface CopyProgress {
   blobsDone: number;
@@ -74,6 +89,15 @@ export interface CopyResult extends CopyCounts {
   platforms: string[];
   /** Digest the target tag pointed at before the copy, if it existed. */
   previousTargetDigest: string | undefined;
+  /**
+   * When the source named both a tag and a digest: the digest the tag points at now, or undefined when
+   * the tag is gone. The digest asked for is what gets copied either way.
+   */
+  sourceTagDigest: string | undefined;
+  /** True when the source named a tag and a digest and the tag no longer points at that digest. */
+  tagMoved: boolean;
+  /** Platforms left out because they have foreign layers (with `foreignLayers: 'skip-platform'`). */
+  skippedPlatforms: string[];
 }
 
 const DEFAULT_CHUNK = 16 * 1024 * 1024;
@@ -94,6 +118,11 @@ class ImageCopier {
     bytes: { pulled: 0, pushed: 0 },
   };
   private readonly blobs = new Map<string, Promise<void>>();
+  /** Source manifests already read, by digest, so that a manifest read early is not read again. */
+  private readonly sourceManifests = new Map<string, Manifest>();
+  private sourceTagDigest: string | undefined;
+  private tagMoved = false;
+  private skippedPlatforms: string[] = [];
   private blobsTotal = 0;
   private blobsDone = 0;
 
@@ -112,13 +141,16 @@ class ImageCopier {
     // 1. Read the top manifest at the source and refuse what cannot be copied before any blob moves.
     const top = await this.readSourceManifest(sourceReference);
     const parsed = this.parse(top, sourceReference);
+    if (this.source.tag && this.source.digest) await this.checkSourceTag(this.source.tag, this.source.digest);
 
     // 2. Decide what the target should end up with: the same bytes, or a filtered index.
     let pushBytes = top;
     let children: Descriptor[] = [];
     if (parsed.kind === 'index') {
-      children = this.selectChildren(parsed.manifests);
+      children = await this.applyForeignLayerPolicy(this.selectChildren(parsed.manifests));
       if (children.length !== parsed.manifests.length) pushBytes = rewriteIndex(top, children);
+    } else if (this.foreignLayerPolicy !== 'keep' && foreignLayers(parsed).length > 0) {
+      throw this.foreignLayersError([{ label: 'the image', manifest: top, parsed }]);
     }
     // NOTE: a single image (no index) is copied whatever the platform filter says: there is no index to filter.
     const platforms = children.flatMap((child) => (child.platform ? [formatPlatform(child.platform)] : []));
@@ -133,11 +165,55 @@ class ImageCopier {
     // 4. Cold path: children first (each with its blobs), then the top manifest under the tag.
     if (parsed.kind === 'index') {
       await Promise.all(children.map((child) => this.copyManifestByDigest(child)));
+      await this.pushManifest(pushBytes, targetReference ?? pushBytes.digest);
     } else {
       await this.copyBlobsOf(parsed);
+      await this.pushManifest(pushBytes, targetReference ?? pushBytes.digest, { label: 'the image', parsed });
     }
-    await this.pushManifest(pushBytes, targetReference ?? pushBytes.digest);
     return this.result(top, pushBytes, platforms, previous?.digest);
+  }
+
+  private get foreignLayerPolicy(): ForeignLayerPolicy {
+    return this.options.foreignLayers ?? 'keep';
+  }
+
+  /** Records where the source tag points now, when the source named both a tag and a digest. */
+  private async checkSourceTag(tag: string, digest: string): Promise<void> {
+    const head = await this.source.client.headManifest(this.source.repository, tag);
+    this.sourceTagDigest = head?.digest;
+    this.tagMoved = head?.digest !== digest;
+  }
+
+  /**
+   * With 'skip-platform' or 'fail', reads every child manifest and finds those with foreign layers:
+   * 'fail' rejects the copy, 'skip-platform' returns the other children. With 'keep', returns `children`.
+   */
+  private async applyForeignLayerPolicy(children: Descriptor[]): Promise<Descriptor[]> {
+    if (this.foreignLayerPolicy === 'keep') return children;
+    const parentDigest = this.source.digest ?? this.source.tag;
+    const withForeign: ForeignImage[] = [];
+    for (const child of children) {
+      const manifest = await this.readSourceManifest(child.digest, parentDigest);
+      const parsed = this.parse(manifest, child.digest);
+      if (parsed.kind === 'image' && foreignLayers(parsed).length > 0) withForeign.push({ label: platformLabel(child), manifest, parsed });
+    }
+    if (withForeign.length === 0) return children;
+    if (this.foreignLayerPolicy === 'fail' || withForeign.length === children.length) throw this.foreignLayersError(withForeign);
+    this.skippedPlatforms = children.filter((child) => withForeign.some((image) => image.manifest.digest === child.digest)).map(platformName);
+    const skipped = new Set(withForeign.map((image) => image.manifest.digest));
+    return children.filter((child) => !skipped.has(child.digest));
+  }
+
+  private foreignLayersError(images: ForeignImage[]): UnsupportedManifestError {
+    const list = images.map((image) => `${image.label} (${image.manifest.digest})`).join(', ');
+    const url = foreignLayers(images[0]!.parsed)[0]?.urls?.[0];
+    const what = `${images.length === 1 ? 'it has' : 'they have'} foreign layers, served from URLs such as ${url}`;
+    const policy = this.foreignLayerPolicy;
+    const advice =
+      policy === 'fail'
+        ? `the copy option foreignLayers is 'fail'; set it to 'keep' to push the manifests unchanged, or to 'skip-platform' to leave these platforms out`
+        : `no other platform is left to copy with foreignLayers 'skip-platform'; set it to 'keep' to push the manifests unchanged`;
+    return new UnsupportedManifestError(`cannot copy ${this.describeSource()}: ${list}: ${what}; ${advice}`);
   }
 
   private result(top: Manifest, pushed: Manifest, platforms: string[], previousTargetDigest: string | undefined): CopyResult {
@@ -148,11 +224,16 @@ class ImageCopier {
       mediaType: pushed.mediaType,
       platforms,
       previousTargetDigest,
+      sourceTagDigest: this.sourceTagDigest,
+      tagMoved: this.tagMoved,
+      skippedPlatforms: this.skippedPlatforms,
       ...this.counts,
     };
   }
 
   private async readSourceManifest(reference: string, parentDigest?: string): Promise<Manifest> {
+    const read = this.sourceManifests.get(reference);
+    if (read) return read;
     const manifest = await this.source.client.getManifest(this.source.repository, reference);
     if (!manifest) {
       if (parentDigest) {
@@ -168,6 +249,7 @@ class ImageCopier {
       });
     }
     this.counts.bytes.pulled += manifest.bytes.length;
+    this.sourceManifests.set(manifest.digest, manifest);
     return manifest;
   }
 
@@ -213,23 +295,38 @@ class ImageCopier {
     const parsed = this.parse(manifest, descriptor.digest);
     if (parsed.kind === 'index') {
       await Promise.all(parsed.manifests.map((child) => this.copyManifestByDigest(child, manifest.digest)));
+      await this.pushManifest(manifest, descriptor.digest);
     } else {
       await this.copyBlobsOf(parsed);
+      await this.pushManifest(manifest, descriptor.digest, { label: platformLabel(descriptor), parsed });
     }
-    await this.pushManifest(manifest, descriptor.digest);
   }
 
-  private async pushManifest(manifest: Manifest, reference: string): Promise<void> {
-    await this.target.client.putManifest(this.target.repository, reference, manifest);
+  /**
+   * Pushes one manifest. When `image` has foreign layers and the target rejects the manifest with a
+   * response that another attempt cannot change, the error names the platform and the option that skips it.
+   */
+  private async pushManifest(manifest: Manifest, reference: string, image?: { label: string; parsed: ParsedManifest }): Promise<void> {
+    try {
+      await this.target.client.putManifest(this.target.repository, reference, manifest);
+    } catch (error) {
+      const rejected = error instanceof RegistryError && !error.retryable && error.status !== undefined && error.status !== 401 && error.status !== 403;
+      if (!rejected || image?.parsed.kind !== 'image' || foreignLayers(image.parsed).length === 0) throw error;
+      const rejection = new UnsupportedManifestError(
+        `cannot copy ${this.describeSource()}: ${this.target.client.registry} rejected the manifest of ${image.label} (${manifest.digest}), ` +
+          `which has foreign layers: ${error.message}; set the copy option foreignLayers to 'skip-platform' to copy the other platforms without it`,
+      );
+      rejection.cause = error;
+      throw rejection;
+    }
     this.counts.manifests.copied += 1;
     this.counts.bytes.pushed += manifest.bytes.length;
   }
 
-  private async copyBlobsOf(manifest: Extract<ParsedManifest, { kind: 'image' }>): Promise<void> {
-    const descriptors = [manifest.config, ...manifest.layers].filter(
-      // Foreign layers with URLs live outside the registry (Windows base layers); the manifest is copied unchanged without them.
-      (descriptor) => !(NON_DISTRIBUTABLE_LAYER_TYPES.has(descriptor.mediaType) && descriptor.urls?.length),
-    );
+  private async copyBlobsOf(manifest: ImageManifest): Promise<void> {
+    // Foreign layers live outside the registry (Windows base layers); the manifest is copied unchanged without them.
+    const foreign = new Set(foreignLayers(manifest));
+    const descriptors = [manifest.config, ...manifest.layers].filter((descriptor) => !foreign.has(descriptor));
     await Promise.all(descriptors.map((descriptor) => this.copyBlobOnce(descriptor)));
   }
 
@@ -340,18 +437,24 @@ function rewriteIndex(original: Manifest, children: Descriptor[]): Manifest {
 }
 
 
-/** Errors from a socket that broke mid-transfer (undici and Node stream errors), worth one more try. */
-function isNetworkError(error: unknown): boolean {
-  if (!(error instanceof Error)) return false;
-  const code = (error as { code?: string }).code;
-  return (
-    code === 'ECONNRESET' ||
-    code === 'EPIPE' ||
-    code === 'ECONNREFUSED' ||
-    code === 'UND_ERR_SOCKET' ||
-    code === 'UND_ERR_BODY_TIMEOUT' ||
-    code === 'UND_ERR_HEADERS_TIMEOUT' ||
-    code === 'ERR_STREAM_PREMATURE_CLOSE' ||
-    code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH'
-  );
+/** An image whose layers include foreign ones, with the name used for it in messages. */
+interface ForeignImage {
+  label: string;
+  manifest: Manifest;
+  parsed: ImageManifest;
+}
+
+/** Returns the layers of `manifest` that are foreign: a non-distributable media type with `urls`. */
+function foreignLayers(manifest: ImageManifest): Descriptor[] {
+  return manifest.layers.filter((layer) => NON_DISTRIBUTABLE_LAYER_TYPES.has(layer.mediaType) && (layer.urls?.length ?? 0) > 0);
+}
+
+/** Names a child manifest in messages: `platform linux/arm64/v8`, or its digest when the index gives no platform. */
+function platformLabel(descriptor: Descriptor): string {
+  return descriptor.platform ? `platform ${formatPlatform(descriptor.platform)}` : `manifest ${descriptor.digest}`;
+}
+
+/** Returns `os/architecture[/variant]` of a child manifest, or its digest when the index gives no platform. */
+function platformName(descriptor: Descriptor): string {
+  return descriptor.platform ? formatPlatform(descriptor.platform) : descriptor.digest;
 }

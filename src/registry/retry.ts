@@ -1,0 +1,216 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { InvalidInputError, MirrorfleetError, RegistryError } from '../errors.ts';
+import { redact } from '../log/redact.ts';
+
+/**
+ * When and how long the registry client waits before it sends a failed request again.
+ *
+ * Only transient failures are retried: a 429, a 5xx other than 501 whose error body names no permanent
+ * error code, a connection that broke, and the same from a token service. Waits grow exponentially with
+ * full jitter ("Exponential Backoff And Jitter", AWS Architecture Blog, 2015), a `Retry-After` header
+ * replaces the computed wait up to `maxRetryAfterMs`, and both the number of attempts and the time since
+ * the first attempt are bounded.
+ */
+
+export interface RetryPolicy {
+  /** Attempts in all, the first included. */
+  maxAttempts: number;
+  /** Ceiling of the first wait in milliseconds; each later wait doubles the ceiling, up to `maxDelayMs`. */
+  baseDelayMs: number;
+  maxDelayMs: number;
+  /** No retry starts when its wait would end later than this many milliseconds after the first attempt. */
+  maxTotalMs: number;
+  /** Maximum wait taken from a `Retry-After` header, in milliseconds. A longer one is cut to this. */
+  maxRetryAfterMs: number;
+}
+
+export const DEFAULT_RETRY_POLICY: RetryPolicy = {
+  maxAttempts: 6,
+  baseDelayMs: 250,
+  maxDelayMs: 15_000,
+  maxTotalMs: 120_000,
+  maxRetryAfterMs: 60_000,
+};
+
+/** One retry about to happen, for metrics and logs (inner code does not log). */
+export interface RetryEvent {
+  registry: string;
+  operation: string;
+  /** Number of the attempt that just failed, 1 for the first. */
+  attempt: number;
+  /** Milliseconds the client waits before the next attempt. */
+  waitMs: number;
+  /** Cause of the failure: an HTTP status such as `503`, or a network error code such as `ECONNRESET`. */
+  reason: string;
+}
+
+/**
+ * Merges `overrides` into the default policy.
+ * @throws InvalidInputError naming the first field that is not a non-negative integer (positive for `maxAttempts`).
+ */
+export function resolveRetryPolicy(overrides: Partial<RetryPolicy> = {}): RetryPolicy {
+  const policy = { ...DEFAULT_RETRY_POLICY, ...overrides };
+  for (const [field, value] of Object.entries(policy)) {
+    const minimum = field === 'maxAttempts' ? 1 : 0;
+    if (!Number.isSafeInteger(value) || value < minimum) {
+      throw new InvalidInputError(`invalid retry.${field}: ${String(value)}; expected an integer of at least ${minimum}`);
+    }
+  }
+  return policy;
+}
+
+/** Returns the wait before attempt `failedAttempt + 1`: a random share of the doubled ceiling ("full jitter"). */
+export function backoffDelay(policy: RetryPolicy, failedAttempt: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (failedAttempt - 1));
+  return Math.round(random() * ceiling);
+}
+
+/** Parses `Retry-After` as seconds or as an HTTP date (RFC 9110, section 10.2.3); returns milliseconds to wait. */
+export function parseRetryAfter(value: string | undefined, now = Date.now()): number | undefined {
+  if (value === undefined) return undefined;
+  const trimmed = value.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
+  const date = Date.parse(trimmed);
+  if (Number.isNaN(date)) return undefined;
+  return Math.max(0, date - now);
+}
+
+/**
+ * A 429 or 5xx response that another attempt may cure. It is control flow inside the registry client
+ * and never leaves it, because a spent retry budget turns it into a RegistryError.
+ */
+export class TransientResponse extends Error {
+  readonly status: number;
+  /** Name of the responder in messages: the registry, its token service, or a host it redirected to. */
+  readonly answeredBy: string;
+  /** Registry error code and message from the body, as ` CODE (message)`, or ''. */
+  readonly detail: string;
+  readonly retryAfterMs: number | undefined;
+
+  constructor(status: number, answeredBy: string, detail: string, retryAfterMs: number | undefined) {
+    super(`${answeredBy} answered ${status}${detail}`);
+    this.status = status;
+    this.answeredBy = answeredBy;
+    this.detail = detail;
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+export interface RetryContext {
+  registry: string;
+  operation: string;
+  policy: RetryPolicy;
+  onRetry?: ((event: RetryEvent) => void) | undefined;
+}
+
+/**
+ * Counts the attempts of one operation and decides after each transient failure whether to wait and
+ * try again or to give up. The token requests of an attempt count as part of it.
+ */
+export class RetryBudget {
+  private readonly context: RetryContext;
+  private readonly started = Date.now();
+  private failures = 0;
+
+  constructor(context: RetryContext) {
+    this.context = context;
+  }
+
+  /**
+   * Records a failed attempt. Waits and returns when another attempt fits the policy; otherwise throws
+   * the RegistryError that describes the last failure and the attempts made.
+   * @param failure a TransientResponse or a network error (see `isNetworkError`).
+   * @param replayable false when the request body was a stream that cannot be sent again.
+   */
+  async retryAfter(failure: unknown, replayable = true): Promise<void> {
+    this.failures += 1;
+    const { policy } = this.context;
+    const waitMs = this.waitFor(failure);
+    const elapsed = Date.now() - this.started;
+    if (!replayable || this.failures >= policy.maxAttempts || elapsed + waitMs > policy.maxTotalMs) {
+      throw this.giveUp(failure, elapsed);
+    }
+    this.context.onRetry?.({
+      registry: this.context.registry,
+      operation: this.context.operation,
+      attempt: this.failures,
+      waitMs,
+      reason: failure instanceof TransientResponse ? String(failure.status) : networkErrorCode(failure),
+    });
+    await sleep(waitMs);
+  }
+
+  private waitFor(failure: unknown): number {
+    const { policy } = this.context;
+    if (failure instanceof TransientResponse && failure.retryAfterMs !== undefined) {
+      return Math.min(failure.retryAfterMs, policy.maxRetryAfterMs);
+    }
+    return backoffDelay(policy, this.failures);
+  }
+
+  private giveUp(failure: unknown, elapsedMs: number): RegistryError {
+    const { registry, operation } = this.context;
+    const summary = `${this.failures} attempt${this.failures === 1 ? '' : 's'} over ${Math.round(elapsedMs / 1000)} s`;
+
+    if (failure instanceof TransientResponse) {
+      const rateLimited = failure.status === 429;
+      const message = rateLimited
+        ? `rate-limited by ${failure.answeredBy} while ${operation}; ${summary}; last answer: 429${failure.detail}`
+        : `${failure.answeredBy} answered ${failure.status}${failure.detail} while ${operation}; ${summary}`;
+      return new RegistryError(rateLimited ? 'REGISTRY_RATE_LIMITED' : 'REGISTRY_UNAVAILABLE', redact(message), {
+        registry,
+        operation,
+        status: failure.status,
+        retryable: true,
+      });
+    }
+
+    const reason = failure instanceof Error ? failure.message : String(failure);
+    return new RegistryError('REGISTRY_UNAVAILABLE', redact(`cannot reach ${registry} while ${operation}: ${reason}; ${summary}`), {
+      registry,
+      operation,
+      retryable: true,
+      cause: failure,
+    });
+  }
+}
+
+// Error codes of a connection that broke or could not be opened, from Node's net module and undici.
+// A new attempt on a new connection may succeed. DNS failures other than EAI_AGAIN are not in the list,
+// because a name that does not resolve will not resolve a second later either.
+const NETWORK_ERROR_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CLOSED',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH',
+  'UND_ERR_RES_CONTENT_LENGTH_MISMATCH',
+  'ERR_STREAM_PREMATURE_CLOSE',
+]);
+
+/**
+ * Returns true for an error of a broken or refused connection, which a new connection may not repeat.
+ * A MirrorfleetError is never one, even when its cause is: it has already been sorted.
+ */
+export function isNetworkError(error: unknown): boolean {
+  return networkErrorCode(error) !== 'unknown';
+}
+
+function networkErrorCode(error: unknown): string {
+  if (error instanceof MirrorfleetError) return 'unknown';
+  // undici sometimes wraps the socket error, so the code can sit one or two causes down.
+  for (let current = error, depth = 0; current instanceof Error && depth < 4; current = current.cause, depth += 1) {
+    const code = (current as NodeJS.ErrnoException).code;
+    if (code !== undefined && NETWORK_ERROR_CODES.has(code)) return code;
+  }
+  return 'unknown';
+}
