@@ -27,13 +27,16 @@ export function createMirrorWorker(options: WorkerDependencies): Worker {
     } catch (error) {
       logger.warn({ jobId: job.id, queue: MIRROR_QUEUE, attempt, error: (error as Error).message }, 'mirror job rejected: invalid payload');
       metrics.jobs.inc({ queue: MIRROR_QUEUE, outcome: 'failed' });
+      metrics.jobFailures.inc({ queue: MIRROR_QUEUE, code: 'INVALID_INPUT' });
       throw new UnrecoverableError(encodeJobFailure(error));
     }
 
     let lastProgress = 0;
+    const timeLimit = startJobTimeLimit(options.config.limits.jobTimeoutSeconds, `mirror job ${job.id} (${request.source})`);
     try {
-      const result = await mirrorImage(request, context, {
+      const running = mirrorImage(request, context, {
         jobId: job.id!,
+        signal: timeLimit.signal,
         onProgress: (progress) => {
           const now = Date.now();
           if (now - lastProgress < PROGRESS_INTERVAL_MS && progress.blobsDone < progress.blobsTotal) return;
@@ -42,6 +45,7 @@ export function createMirrorWorker(options: WorkerDependencies): Worker {
           job.updateProgress(update as unknown as object).catch(() => undefined);
         },
       });
+      const result = await timeLimit.race(running);
       const seconds = (Date.now() - started) / 1000;
       metrics.jobs.inc({ queue: MIRROR_QUEUE, outcome: result.action });
       metrics.jobDuration.observe({ queue: MIRROR_QUEUE, outcome: result.action }, seconds);
@@ -50,6 +54,9 @@ export function createMirrorWorker(options: WorkerDependencies): Worker {
       metrics.blobs.inc({ result: 'copied' }, result.blobs.copied);
       metrics.blobs.inc({ result: 'mounted' }, result.blobs.mounted);
       metrics.blobs.inc({ result: 'present' }, result.blobs.present);
+      if (result.action === 'skipped') metrics.dedupeHits.inc({ kind: 'skipped_copy' });
+      metrics.dedupeHits.inc({ kind: 'mounted_blob' }, result.blobs.mounted);
+      metrics.dedupeHits.inc({ kind: 'present_blob' }, result.blobs.present);
       logger.info(
         {
           jobId: job.id,
@@ -66,11 +73,15 @@ export function createMirrorWorker(options: WorkerDependencies): Worker {
         `mirror job ${result.action}`,
       );
       return result;
-    } catch (error) {
+    } catch (caught) {
+      const error = explainRequestTimeLimit(caught, options.config.limits.requestTimeoutSeconds);
       const permanent = error instanceof MirrorfleetError ? !isRetryable(error) : false;
       const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       const outcome = permanent || lastAttempt ? 'failed' : 'retrying';
+      const code = error instanceof MirrorfleetError ? error.code : 'INTERNAL';
       metrics.jobs.inc({ queue: MIRROR_QUEUE, outcome });
+      if (outcome === 'failed') metrics.jobFailures.inc({ queue: MIRROR_QUEUE, code });
+      else metrics.jobRetries.inc({ queue: MIRROR_QUEUE, code });
       metrics.jobDuration.observe({ queue: MIRROR_QUEUE, outcome }, (Date.now() - started) / 1000);
       logger.warn(
         {
@@ -87,6 +98,8 @@ export function createMirrorWorker(options: WorkerDependencies): Worker {
       );
       if (permanent) throw new UnrecoverableError(encodeJobFailure(error));
       throw new Error(encodeJobFailure(error));
+    } finally {
+      timeLimit.clear();
     }
   };
 
@@ -98,4 +111,67 @@ export function createMirrorWorker(options: WorkerDependencies): Worker {
     stalledInterval: Math.max(1_000, Math.floor((options.lockDurationMs ?? 30_000) / 2)),
     maxStalledCount: 3,
   });
+}
+
+/** A running job's time limit: `signal` aborts when it expires, and `race` rejects at that moment. */
+interface JobTimeLimit {
+  signal: AbortSignal;
+  race<T>(work: Promise<T>): Promise<T>;
+  clear(): void;
+}
+
+/**
+ * Starts the per-job time limit (`limits.jobTimeoutSeconds`). When it expires, the job fails with a
+ * TIMEOUT error that is not retried, because the next attempt would meet the same limit.
+ */
+function startJobTimeLimit(seconds: number, what: string): JobTimeLimit {
+  const controller = new AbortController();
+  const timer = setTimeout(() => {
+    controller.abort(
+      new MirrorfleetError(
+        'TIMEOUT',
+        `${what} did not finish within the job time limit of ${seconds} s (limits.jobTimeoutSeconds, MIRRORFLEET_JOB_TIMEOUT_SECONDS); ` +
+          'raise the limit for large images or slow registries',
+      ),
+    );
+  }, seconds * 1000);
+  return {
+    signal: controller.signal,
+    race: async <T>(work: Promise<T>): Promise<T> => {
+      // The work goes on after the limit (it stops at the next blob); its late failure must not crash the process.
+      work.catch(() => undefined);
+      const expired = new Promise<never>((_resolve, reject) => {
+        if (controller.signal.aborted) reject(controller.signal.reason as Error);
+        controller.signal.addEventListener('abort', () => reject(controller.signal.reason as Error), { once: true });
+      });
+      return Promise.race([work, expired]);
+    },
+    clear: () => clearTimeout(timer),
+  };
+}
+
+const REQUEST_TIMEOUT_CODES: Record<string, string> = {
+  UND_ERR_HEADERS_TIMEOUT: 'no response headers arrived',
+  UND_ERR_BODY_TIMEOUT: 'the response body stalled',
+};
+
+/**
+ * Returns a TIMEOUT error that names the per-request time limit when `error`, or an error it wraps,
+ * is undici's headers or body timeout; otherwise returns `error` unchanged. Retryability is kept.
+ */
+export function explainRequestTimeLimit(error: unknown, seconds: number): unknown {
+  let current: unknown = error;
+  for (let depth = 0; current instanceof Error && depth < 5; depth += 1) {
+    const what = REQUEST_TIMEOUT_CODES[(current as NodeJS.ErrnoException).code ?? ''];
+    if (what !== undefined) {
+      const message = error instanceof Error ? error.message : String(error);
+      return new MirrorfleetError(
+        'TIMEOUT',
+        `${message}; ${what} within the request time limit of ${seconds} s (limits.requestTimeoutSeconds, MIRRORFLEET_REQUEST_TIMEOUT_SECONDS)`,
+        { retryable: isRetryable(error) || !(error instanceof MirrorfleetError), cause: error },
+      );
+    }
+    current = current.cause;
+  }
+  return error;
 }

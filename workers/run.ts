@@ -1,15 +1,20 @@
-import { Queue, type Worker } from 'bullmq';
+import type { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import type { Server } from 'node:http';
 import type { Config } from '../src/config/config.ts';
 import { createLogger, type Logger } from '../src/log/logger.ts';
 import { Metrics } from '../src/metrics/metrics.ts';
 import { startHealthServer } from '../src/metrics/server.ts';
+import { startQueueSampler } from '../src/metrics/queue-sampler.ts';
 import { RegistryClients } from '../src/mirror/clients.ts';
 import { NetworkPolicy } from '../src/net/policy.ts';
 import { HttpTransport } from '../src/registry/http.ts';
 import { MIRROR_QUEUE } from '../queues/mirror.ts';
 import { createMirrorWorker } from './mirror.ts';
+import { BUILD_QUEUE } from '../queues/build.ts';
+import { createBuildWorker } from './build.ts';
+import { CLEANUP_QUEUE } from '../queues/cleanup.ts';
+import { createCleanupWorker } from './cleanup.ts';
 import type { WorkerDependencies } from './types.ts';
 
 /**
@@ -20,6 +25,8 @@ import type { WorkerDependencies } from './types.ts';
 /** One factory per queue a worker process can serve; a new queue adds its line here. */
 const WORKER_FACTORIES: Record<string, (dependencies: WorkerDependencies) => Worker> = {
   [MIRROR_QUEUE]: createMirrorWorker,
+  [BUILD_QUEUE]: (dependencies) => createBuildWorker(dependencies),
+  [CLEANUP_QUEUE]: createCleanupWorker,
 };
 
 export const WORKER_QUEUES: readonly string[] = Object.keys(WORKER_FACTORIES);
@@ -40,8 +47,6 @@ export interface RunningWorkers {
   stop(graceMs: number): Promise<void>;
 }
 
-const QUEUE_SAMPLE_INTERVAL_MS = 15_000;
-
 export async function startWorkers(options: WorkerProcessOptions): Promise<RunningWorkers> {
   const { config } = options;
   const logger = options.logger ?? createLogger(config.logLevel);
@@ -49,7 +54,12 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
   const connection = new Redis(config.redis.url, { maxRetriesPerRequest: null });
   connection.on('error', (error: Error) => logger.warn({ error: error.message }, 'redis connection error; reconnecting'));
 
-  const transport = new HttpTransport({ policy: new NetworkPolicy(config.allowNetworks) });
+  const requestTimeoutMs = config.limits.requestTimeoutSeconds * 1000;
+  const transport = new HttpTransport({
+    policy: new NetworkPolicy(config.allowNetworks),
+    headersTimeoutMs: requestTimeoutMs,
+    bodyTimeoutMs: requestTimeoutMs,
+  });
   transport.observe(({ registry, method, status }) => metrics.registryRequests.inc({ registry, method, status: String(status) }));
   const clients = new RegistryClients(config, transport);
   const prefix = config.redis.keyPrefix;
@@ -75,17 +85,17 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
 
   const metricsServer =
     options.metricsPort > 0
-      ? await startHealthServer({ metrics, port: options.metricsPort, ready: async () => (await connection.ping()) === 'PONG' })
+      ? await startHealthServer({ metrics, port: options.metricsPort, host: config.worker.metricsHost, ready: async () => (await connection.ping()) === 'PONG' })
       : undefined;
 
-  const sampler = sampleQueueDepth(connection, prefix, options.queues, metrics);
+  // Every known queue, not only the ones this process serves: whichever process holds the lease reports the whole fleet.
+  const sampler = startQueueSampler({ connection, prefix, queues: WORKER_QUEUES, metrics });
   logger.info({ queues: options.queues, concurrency: options.concurrency, metricsPort: options.metricsPort }, 'workers started');
 
   let stopping: Promise<void> | undefined;
   const stop = (graceMs: number) => {
     stopping ??= (async () => {
       logger.info({ graceMs }, 'stopping: no new jobs; waiting for active jobs');
-      clearInterval(sampler.timer);
       const closing = Promise.all(workers.map((worker) => worker.close()));
       const timedOut = await Promise.race([closing.then(() => false), new Promise<boolean>((resolve) => setTimeout(() => resolve(true), graceMs).unref())]);
       if (timedOut) {
@@ -93,7 +103,7 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
         logger.warn({ graceMs }, 'grace period over; handing active jobs back');
         await Promise.all(workers.map((worker) => worker.close(true)));
       }
-      await sampler.queues.then((queues) => Promise.all(queues.map((queue) => queue.close())));
+      await sampler.stop();
       metricsServer?.close();
       await transport.close();
       connection.disconnect();
@@ -102,31 +112,4 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
     return stopping;
   };
   return { workers, metricsServer, stop };
-}
-
-/**
- * Every 15 s, the one process that holds the sampler lease reads the queue counts; the others leave the
- * gauge empty, so that summing over the fleet does not multiply the backlog.
- */
-function sampleQueueDepth(connection: Redis, prefix: string, queueNames: string[], metrics: Metrics) {
-  const queues = Promise.resolve(queueNames.map((name) => new Queue(name, { connection, prefix })));
-  const leaseKey = `${prefix}:metrics-sampler`;
-  const token = `${process.pid}-${Math.random().toString(36).slice(2)}`;
-  const sample = async () => {
-    const holder = await connection.set(leaseKey, token, 'PX', QUEUE_SAMPLE_INTERVAL_MS * 2, 'NX');
-    const mine = holder === 'OK' || (await connection.get(leaseKey)) === token;
-    if (!mine) {
-      metrics.queueJobs.reset();
-      return;
-    }
-    await connection.pexpire(leaseKey, QUEUE_SAMPLE_INTERVAL_MS * 2);
-    for (const queue of await queues) {
-      const counts = await queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'completed', 'prioritized');
-      for (const [state, count] of Object.entries(counts)) metrics.queueJobs.set({ queue: queue.name, state }, count);
-    }
-  };
-  void sample().catch(() => undefined);
-  const timer = setInterval(() => void sample().catch(() => undefined), QUEUE_SAMPLE_INTERVAL_MS);
-  timer.unref();
-  return { timer, queues };
 }

@@ -4,6 +4,11 @@ import { UsageError } from './common.ts';
 import { runWorker } from './commands/worker.ts';
 import { runMirror } from './commands/mirror.ts';
 import { showJob } from './commands/job.ts';
+import { runBuild } from './commands/build.ts';
+import { runApi } from './commands/api.ts';
+import { runReleaseCommand } from './commands/release.ts';
+import { runSweepCommand } from './commands/sweep.ts';
+import { runReconcileCommand } from './commands/reconcile.ts';
 
 export { describeResult, formatBytes } from './common.ts';
 
@@ -27,6 +32,35 @@ Usage:
       "SOURCE [SERVICE]"; blank lines and lines starting with # are ignored.
   mirrorfleet job ID [--json]
       Show a job's state, progress, result or error.
+  mirrorfleet build --git PATH_OR_URL --commit SHA [--root DIR] [--dockerfile PATH]
+                    [--build-env NAME[=VALUE]]... [--secret-env NAME]... --cluster ID --service ID
+                    --registry NAME|HOST[:PORT][/PREFIX] [--platform os/arch[/variant]]... [--force]
+                    [--wait] [--json] [--timeout SECONDS]
+      Enqueue a build job; it is skipped when the image of that build context exists.
+      --commit: full commit id. --root: build context inside the git repository (default .).
+      --dockerfile: path relative to --root (default Dockerfile). --build-env: a build argument,
+      its value from the environment when =VALUE is left out. --secret-env: a build secret, its value
+      from the environment. --force: build even when the image exists. Variables need
+      MIRRORFLEET_SECRET_KEY, the workers' key. --timeout: seconds to wait with --wait (default 3600).
+  mirrorfleet api [--port P] [--host ADDRESS] [--print-openapi]
+      Run the producer HTTP API until SIGTERM. --port: TCP port (default from MIRRORFLEET_API_PORT,
+      8080). --host: address to listen on (default 0.0.0.0). Tokens: MIRRORFLEET_API_TOKENS.
+      --print-openapi: print the OpenAPI document and exit.
+  mirrorfleet release --cluster ID (--service ID | --all-services) [--registry NAME|HOST[:PORT][/PREFIX]]
+                      [--dry-run] [--wait] [--json] [--timeout SECONDS]
+      Enqueue a release: the service (or every service of the cluster) was deleted, so its uses are
+      dropped. Images left unused are deleted by a sweep after their retention time. Every mirror
+      registry when --registry is left out. --dry-run: report what would be released, change nothing.
+  mirrorfleet sweep [--registry NAME|HOST[:PORT][/PREFIX]] [--dry-run] [--max-delete-percent N]
+                    [--wait] [--json] [--timeout SECONDS]
+      Enqueue a sweep: delete images unused for longer than their retention time. --dry-run: list what
+      would be deleted and why the rest is kept. --max-delete-percent: most of the recorded images to
+      delete in this run, 0 to 100 (default: the registry's maxDeletePercent, 50).
+  mirrorfleet reconcile --cluster ID --from-file FILE|- [--service-label LABEL]
+                        [--registry NAME|HOST[:PORT][/PREFIX]] [--dry-run] [--wait] [--json] [--timeout SECONDS]
+      Enqueue a reconcile: replace the cluster's uses with the images it runs. FILE (- for standard
+      input) is the output of kubectl get pods -o json, or one "IMAGE [SERVICE]" per line.
+      --service-label: the pod label that names the service (without it, uses belong to the cluster).
 
 Configuration: MIRRORFLEET_CONFIG (a JSON file) and MIRRORFLEET_* variables, such as
 MIRRORFLEET_REDIS_URL (default redis://127.0.0.1:6379) and MIRRORFLEET_MIRROR_REGISTRIES
@@ -38,6 +72,11 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   worker: runWorker,
   mirror: runMirror,
   job: showJob,
+  build: runBuild,
+  api: runApi,
+  release: runReleaseCommand,
+  sweep: runSweepCommand,
+  reconcile: runReconcileCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

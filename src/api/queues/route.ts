@@ -1,0 +1,56 @@
+import type { JobsOptions } from 'bullmq';
+import type { z } from 'zod';
+import type { ApiScope, Config } from '../../config/config.ts';
+
+/** Types of the route table entries that tell the HTTP API how to serve one queue; see ../queue-routes.ts. */
+
+/** The job a valid request becomes. */
+export interface QueuedJob {
+  /** BullMQ job name. */
+  name: string;
+  data: unknown;
+  /** While a job with this id waits or runs, an identical request joins it instead of adding one. */
+  deduplicationId?: string;
+}
+
+/** Inputs of `toJob` besides the request, such as the configuration with the key that encrypts build variables. */
+export interface QueueRouteContext {
+  config: Config;
+}
+
+export interface QueueRouteDefinition<Schema extends z.ZodType> {
+  /** Queue name, also the path segment in `/v1/queues/<queue>/jobs`. */
+  queue: string;
+  /** Scope a token needs for every route of this queue. */
+  scope: ApiScope;
+  /** Stem of the OpenAPI component names, such as `Mirror` for `MirrorRequest` and `MirrorJob`. */
+  title: string;
+  /** One sentence on what a job of this queue does. */
+  summary: string;
+  /** The queue's own request schema. */
+  requestSchema: Schema;
+  /** Schema of the job data as stored, where it differs from the request (build variables are stored encrypted). */
+  dataSchema?: z.ZodType;
+  /** Schema of what a finished job returns. */
+  resultSchema: z.ZodType;
+  /** Schema of the progress a running job reports. */
+  progressSchema: z.ZodType;
+  /** Default options of the queue's jobs. */
+  jobOptions: JobsOptions;
+  /** Turns a request that `requestSchema` accepted into the job to add. May throw InvalidInputError. */
+  toJob(request: z.output<Schema>, context: QueueRouteContext): QueuedJob;
+  /** A valid request, shown in the OpenAPI document. */
+  example: z.input<Schema>;
+  /** Top-level request fields whose values never appear in error messages, because they may be secrets. */
+  sensitiveFields?: readonly string[];
+  /** Descriptions of request fields for the OpenAPI document, used where the schema carries none. */
+  fieldDescriptions?: Record<string, string>;
+}
+
+/** A queue route with its request type erased, so that routes of different queues share one table. */
+export type QueueRoute = QueueRouteDefinition<z.ZodType>;
+
+/** Checks a queue route's types against its schema and returns it for `QUEUE_ROUTES`. */
+export function defineQueueRoute<Schema extends z.ZodType>(route: QueueRouteDefinition<Schema>): QueueRoute {
+  return route as unknown as QueueRoute;
+}
