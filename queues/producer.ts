@@ -2,9 +2,12 @@ import { Job, Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { MirrorfleetError, TimeoutErrorLike, decodeJobFailure } from './job-errors.ts';
 import { MIRROR_JOB_OPTIONS, MIRROR_QUEUE, mirrorDedupeId, normaliseMirrorRequest, parseMirrorRequest, type MirrorRequestInput, type MirrorResult } from './mirror.ts';
+import { BUILD_JOB_OPTIONS, BUILD_QUEUE, buildDedupeId, encryptBuildRequest, normaliseBuildRequest, parseBuildPayload, parseBuildRequest, type BuildRequestInput, type BuildResult } from './build.ts';
+import { parseSecretKey, type SecretKey } from '../src/build/secret-key.ts';
+import { CLEANUP_JOB_OPTIONS, CLEANUP_QUEUE, cleanupDedupeId, parseCleanupRequest, type CleanupRequestInput, type CleanupResult } from './cleanup.ts';
 
 /**
- * The typed client other Node services import to enqueue mirror jobs and wait for them.
+ * The typed client other Node services import to enqueue mirror and build jobs and wait for them.
  *
  *   const fleet = new MirrorfleetProducer({ connection: new Redis(url, { maxRetriesPerRequest: null }) });
  *   const result = await fleet.mirrorAndWait({ v: 1, source: 'nginx:1.27', registry: 'local', cluster: 'prod', service: 'web' }, { timeoutMs: 600_000 });
@@ -16,6 +19,11 @@ export interface ProducerOptions {
   connection: Redis;
   /** Key prefix shared with the workers. Default `mirrorfleet`. */
   prefix?: string;
+  /**
+   * The workers' `MIRRORFLEET_SECRET_KEY` (base64 of 32 bytes). Build variable values are encrypted
+   * with it before they reach Redis; needed only for build requests with variables.
+   */
+  secretKey?: string;
 }
 
 export class MirrorfleetProducer {
@@ -23,8 +31,14 @@ export class MirrorfleetProducer {
   private readonly connection: Redis;
   private readonly prefix: string;
   private events: QueueEvents | undefined;
+  private readonly secretKey: SecretKey | undefined;
+  private buildQueue: Queue | undefined;
+  private buildEvents: QueueEvents | undefined;
+  private cleanupQueue: Queue | undefined;
+  private cleanupEvents: QueueEvents | undefined;
 
   constructor(options: ProducerOptions) {
+    this.secretKey = options.secretKey === undefined ? undefined : parseSecretKey(options.secretKey);
     this.connection = options.connection;
     this.prefix = options.prefix ?? 'mirrorfleet';
     this.queue = new Queue(MIRROR_QUEUE, { connection: options.connection, prefix: this.prefix, defaultJobOptions: MIRROR_JOB_OPTIONS });
@@ -73,6 +87,87 @@ export class MirrorfleetProducer {
     }
   }
 
+  /**
+   * Enqueues a build job and returns it, with every variable value encrypted. While an identical request
+   * is waiting or running, its job is returned instead of a new one. Throws InvalidInputError naming
+   * each invalid field, or when the request has variables and the producer has no secret key.
+   */
+  async build(request: BuildRequestInput): Promise<Job> {
+    const normal = normaliseBuildRequest(parseBuildRequest(request));
+    const payload = parseBuildPayload(encryptBuildRequest(normal, this.secretKey));
+    return this.buildJobs().add(BUILD_QUEUE, payload, { deduplication: { id: buildDedupeId(normal, this.secretKey) } });
+  }
+
+  /** Enqueues a build job and resolves with its result, or rejects as `mirrorAndWait` does. */
+  async buildAndWait(request: BuildRequestInput, options: { timeoutMs: number }): Promise<BuildResult> {
+    const job = await this.build(request);
+    return this.waitForBuild(job.id!, options);
+  }
+
+  /** Waits for the build job `jobId` to finish. */
+  async waitForBuild(jobId: string, options: { timeoutMs: number }): Promise<BuildResult> {
+    const queue = this.buildJobs();
+    this.buildEvents ??= new QueueEvents(BUILD_QUEUE, { connection: this.connection.duplicate(), prefix: this.prefix });
+    await this.buildEvents.waitUntilReady();
+    const job = await Job.fromId(queue, jobId);
+    if (!job) throw new MirrorfleetError('INVALID_INPUT', `job ${jobId} does not exist in queue ${BUILD_QUEUE} (finished jobs are kept for a day)`);
+    try {
+      return (await job.waitUntilFinished(this.buildEvents, options.timeoutMs)) as BuildResult;
+    } catch (error) {
+      throw toJobError(jobId, error, options.timeoutMs);
+    }
+  }
+
+  /** The BullMQ queue of build jobs, for inspection. */
+  get bullBuildQueue(): Queue {
+    return this.buildJobs();
+  }
+
+  /**
+   * Enqueues a cleanup job (`release`, `sweep` or `reconcile`) and returns it. While an identical request
+   * is waiting or running, its job is returned instead of a new one. Throws InvalidInputError naming each
+   * invalid field.
+   */
+  async cleanup(request: CleanupRequestInput): Promise<Job> {
+    const parsed = parseCleanupRequest(request);
+    return this.cleanupJobs().add(parsed.kind, parsed, { deduplication: { id: cleanupDedupeId(parsed) } });
+  }
+
+  /** Enqueues a cleanup job and resolves with its result, or rejects as `mirrorAndWait` does. */
+  async cleanupAndWait(request: CleanupRequestInput, options: { timeoutMs: number }): Promise<CleanupResult> {
+    const job = await this.cleanup(request);
+    return this.waitForCleanup(job.id!, options);
+  }
+
+  /** Waits for the cleanup job `jobId` to finish. */
+  async waitForCleanup(jobId: string, options: { timeoutMs: number }): Promise<CleanupResult> {
+    const queue = this.cleanupJobs();
+    this.cleanupEvents ??= new QueueEvents(CLEANUP_QUEUE, { connection: this.connection.duplicate(), prefix: this.prefix });
+    await this.cleanupEvents.waitUntilReady();
+    const job = await Job.fromId(queue, jobId);
+    if (!job) throw new MirrorfleetError('INVALID_INPUT', `job ${jobId} does not exist in queue ${CLEANUP_QUEUE} (finished jobs are kept for a week)`);
+    try {
+      return (await job.waitUntilFinished(this.cleanupEvents, options.timeoutMs)) as CleanupResult;
+    } catch (error) {
+      throw toJobError(jobId, error, options.timeoutMs);
+    }
+  }
+
+  /** The BullMQ queue of cleanup jobs, for inspection. */
+  get bullCleanupQueue(): Queue {
+    return this.cleanupJobs();
+  }
+
+  private cleanupJobs(): Queue {
+    this.cleanupQueue ??= new Queue(CLEANUP_QUEUE, { connection: this.connection, prefix: this.prefix, defaultJobOptions: CLEANUP_JOB_OPTIONS });
+    return this.cleanupQueue;
+  }
+
+  private buildJobs(): Queue {
+    this.buildQueue ??= new Queue(BUILD_QUEUE, { connection: this.connection, prefix: this.prefix, defaultJobOptions: BUILD_JOB_OPTIONS });
+    return this.buildQueue;
+  }
+
   /** The underlying BullMQ queue, for inspection. */
   get bullQueue(): Queue {
     return this.queue;
@@ -81,6 +176,10 @@ export class MirrorfleetProducer {
   async close(): Promise<void> {
     await this.events?.close();
     await this.queue.close();
+    await this.buildEvents?.close();
+    await this.buildQueue?.close();
+    await this.cleanupEvents?.close();
+    await this.cleanupQueue?.close();
   }
 
   private async queueEvents(): Promise<QueueEvents> {

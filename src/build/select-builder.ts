@@ -1,0 +1,19 @@
+import type { BuilderChoice } from '../config/schema.ts';
+import { ConfigError } from '../errors.ts';
+import { BuildahBuilder } from './buildah.ts';
+import { findExecutable, type Builder } from './builder.ts';
+import { DockerBuildxBuilder } from './docker-buildx.ts';
+
+/**
+ * Returns the builder that `choice` names: `auto` takes buildah when it is on PATH, else `docker buildx`
+ * when docker is. Throws ConfigError when the chosen builder is not installed.
+ */
+export function selectBuilder(choice: BuilderChoice, find: (command: string) => string | undefined = findExecutable): Builder {
+  const buildah = choice !== 'docker-buildx' ? find('buildah') : undefined;
+  if (buildah) return new BuildahBuilder(buildah);
+  const docker = choice !== 'buildah' ? find('docker') : undefined;
+  if (docker) return new DockerBuildxBuilder(docker);
+  const wanted = choice === 'auto' ? 'buildah or docker (with the buildx plugin)' : choice === 'buildah' ? 'buildah' : 'docker (with the buildx plugin)';
+  throw new ConfigError(`cannot build: ${wanted} is not installed on this worker (builder "${choice}", MIRRORFLEET_BUILDER); install it, or run the build queue only on workers that have it`);
+}
+
