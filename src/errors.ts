@@ -20,6 +20,8 @@ export type ErrorCode =
   | 'UNSUPPORTED_MANIFEST'
   | 'MISSING_CHILD'
   | 'TIMEOUT'
+  | 'BUILD_FAILED'
+  | 'GIT_FAILED'
   | 'INTERNAL';
 
 export interface MirrorfleetErrorOptions {

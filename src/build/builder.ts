@@ -88,7 +88,6 @@ export function buildFailure(builder: string, exitCode: number | undefined, tail
   if (DOCKERFILE_ERRORS.some((pattern) => pattern.test(lines))) {
     return new InvalidInputError(`the build failed because of the Dockerfile or the files it names (${builder} exited with ${exitCode}); last output:\n${lines}`);
   }
-  // NOTE: errors.ts has no build failure code yet, so a failed build reports INTERNAL, retryable because
-  // a failing RUN step may be a network failure that passes.
-  return new MirrorfleetError('INTERNAL', `the build failed: ${builder} exited with ${exitCode}; last output:\n${lines}`, { retryable: true });
+  // Retryable because a failing RUN step may be a network failure that passes.
+  return new MirrorfleetError('BUILD_FAILED', `the build failed: ${builder} exited with ${exitCode}; last output:\n${lines}`, { retryable: true });
 }

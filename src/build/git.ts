@@ -159,7 +159,7 @@ async function run<T>(command: () => Promise<T>, doing: string, convert?: (error
   } catch (error) {
     const failure = error as ExecaError;
     if (convert) throw convert(failure);
-    throw new MirrorfleetError('INTERNAL', `git failed while ${doing}: ${describeGitError(failure)}`, { retryable: true, cause: error });
+    throw new MirrorfleetError('GIT_FAILED', `git failed while ${doing}: ${describeGitError(failure)}`, { retryable: true, cause: error });
   }
 }
 
@@ -175,7 +175,7 @@ function fetchFailure(url: string, commit: string, error: ExecaError): Mirrorfle
     return new InvalidInputError(`cannot fetch git.commit ${commit} from ${url}: ${detail}`);
   }
   // Network trouble and timeouts may pass, so the job is retried.
-  return new MirrorfleetError('INTERNAL', `cannot fetch git.commit ${commit} from ${url}: ${detail}`, { retryable: true, cause: error });
+  return new MirrorfleetError('GIT_FAILED', `cannot fetch git.commit ${commit} from ${url}: ${detail}`, { retryable: true, cause: error });
 }
 
 function describeGitError(error: ExecaError): string {
