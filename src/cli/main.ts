@@ -30,8 +30,8 @@ Usage:
   mirrorfleet mirror --from-file FILE --registry ... [--mode ...] [--cluster ID]
       Enqueue one job per line of FILE. A line is either a JSON request object or
       "SOURCE [SERVICE]"; blank lines and lines starting with # are ignored.
-  mirrorfleet job ID [--json]
-      Show a job's state, progress, result or error.
+  mirrorfleet job ID [--queue mirror|build|cleanup] [--json]
+      Show a job's state, progress, result or error; every queue is searched unless --queue names one.
   mirrorfleet build --git PATH_OR_URL --commit SHA [--root DIR] [--dockerfile PATH]
                     [--build-env NAME[=VALUE]]... [--secret-env NAME]... --cluster ID --service ID
                     --registry NAME|HOST[:PORT][/PREFIX] [--platform os/arch[/variant]]... [--force]

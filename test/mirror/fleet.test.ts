@@ -181,6 +181,23 @@ describe('mirror fleet', () => {
     expect(output.error.message).toContain('no-such-image');
   });
 
+  test('CLI job shows a finished job', async () => {
+    const enqueued = await runCli(['mirror', `${source.host}/library/hello-world:latest`, '--registry', 'local', '--cluster', 'cli', '--service', 'lookup', '--json'], env);
+    const { jobId } = JSON.parse(enqueued.stdout) as { jobId: string };
+    await producer.wait(jobId, { timeoutMs: 60_000 });
+
+    const shown = await runCli(['job', jobId, '--json'], env);
+    const missing = await runCli(['job', 'no-such-job', '--json'], env);
+
+    expect(shown.code, shown.stderr).toBe(0);
+    const view = JSON.parse(shown.stdout) as { queue: string; state: string; result: MirrorResult };
+    expect(view.queue).toBe('mirror');
+    expect(view.state).toBe('completed');
+    expect(view.result.digest).toBe(DIGESTS.helloWorldList);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('no-such-job');
+  });
+
   test('CLI exits 2 on bad usage', async () => {
     const missingRegistry = await runCli(['mirror', 'nginx:1.27'], env);
     const badReference = await runCli(['mirror', 'UPPER/case', '--registry', 'local', '--service', 'x'], env);
