@@ -7,6 +7,7 @@ import { Metrics } from '../src/metrics/metrics.ts';
 import { startHealthServer } from '../src/metrics/server.ts';
 import { startQueueSampler } from '../src/metrics/queue-sampler.ts';
 import { RegistryClients } from '../src/mirror/clients.ts';
+import { createRegistryGates } from '../src/ratelimit/registry-gates.ts';
 import { NetworkPolicy } from '../src/net/policy.ts';
 import { HttpTransport } from '../src/registry/http.ts';
 import { MIRROR_QUEUE } from '../queues/mirror.ts';
@@ -61,7 +62,9 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
     bodyTimeoutMs: requestTimeoutMs,
   });
   transport.observe(({ registry, method, status }) => metrics.registryRequests.inc({ registry, method, status: String(status) }));
-  const clients = new RegistryClients(config, transport);
+  // Request budgets per registry host, shared by the fleet through Redis (rateLimits in the configuration).
+  const gates = createRegistryGates({ config, redis: connection, metrics });
+  const clients = new RegistryClients(config, transport, undefined, gates);
   const prefix = config.redis.keyPrefix;
 
   const workers: Worker[] = [];
@@ -105,6 +108,7 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
       }
       await sampler.stop();
       metricsServer?.close();
+      gates?.close();
       await transport.close();
       connection.disconnect();
       logger.info('stopped');

@@ -23,9 +23,13 @@ import {
   HOST_EXPECTED,
   MIRROR_REGISTRY_NAME_EXPECTED,
   PREFIX_EXPECTED,
+  type BuilderChoice,
   type LogLevel,
 } from './schema.ts';
 import type { MirrorRegistryConfig } from './config.ts';
+import type { ApiToken, HostRateLimit } from './config.ts';
+import { hostRateLimitValuesSchema } from './schema.ts';
+import { API_SCOPE_EXPECTED, API_SCOPES, API_TOKEN_EXPECTED, API_TOKEN_PATTERN, type ApiScope } from './schema.ts';
 
 /** Names of the environment variables that this module reads. */
 export const ENV = {
@@ -40,6 +44,17 @@ export const ENV = {
   insecureRegistries: 'MIRRORFLEET_INSECURE_REGISTRIES',
   allowNetworks: 'MIRRORFLEET_ALLOW_NETWORKS',
   registryCredentials: 'MIRRORFLEET_REGISTRY_CREDENTIALS',
+  apiTokens: 'MIRRORFLEET_API_TOKENS',
+  apiPort: 'MIRRORFLEET_API_PORT',
+  apiHost: 'MIRRORFLEET_API_HOST',
+  metricsHost: 'MIRRORFLEET_METRICS_HOST',
+  secretKey: 'MIRRORFLEET_SECRET_KEY',
+  secretKeyPrevious: 'MIRRORFLEET_SECRET_KEY_PREVIOUS',
+  builder: 'MIRRORFLEET_BUILDER',
+  sweepInterval: 'MIRRORFLEET_SWEEP_INTERVAL_SECONDS',
+  jobTimeout: 'MIRRORFLEET_JOB_TIMEOUT_SECONDS',
+  requestTimeout: 'MIRRORFLEET_REQUEST_TIMEOUT_SECONDS',
+  rateLimits: 'MIRRORFLEET_RATE_LIMITS',
 } as const;
 
 export interface Credentials {
@@ -54,6 +69,8 @@ export interface EnvironmentOverrides {
   logLevel?: LogLevel;
   concurrency?: number;
   metricsPort?: number;
+  jobTimeoutSeconds?: number;
+  requestTimeoutSeconds?: number;
   dockerConfigPath?: string;
   /** Replaces the file's list. */
   mirrorRegistries?: MirrorRegistryConfig[];
@@ -63,6 +80,17 @@ export interface EnvironmentOverrides {
   insecureHosts?: string[];
   /** Credentials by normalised host, merged into the file's registry settings. */
   credentials?: Map<string, Credentials>;
+  /** Replaces the file's `api.tokens`; a token listed several times has the union of its scopes. */
+  apiTokens?: ApiToken[];
+  apiPort?: number;
+  apiHost?: string;
+  metricsHost?: string;
+  secretKey?: string;
+  secretKeyPrevious?: string;
+  builder?: BuilderChoice;
+  sweepIntervalSeconds?: number;
+  /** Request budgets by normalised host; each replaces the file's entry for the same host. */
+  rateLimits?: HostRateLimit[];
 }
 
 export interface EnvironmentResult {
@@ -106,6 +134,16 @@ export function readEnvironment(env: NodeJS.ProcessEnv): EnvironmentResult {
     overrides.metricsPort = parseInteger(ENV.metricsPort, metricsPort, fields.metricsPort, problems);
   }
 
+  const jobTimeout = env[ENV.jobTimeout];
+  if (jobTimeout !== undefined) {
+    overrides.jobTimeoutSeconds = parseInteger(ENV.jobTimeout, jobTimeout, fields.jobTimeoutSeconds, problems);
+  }
+
+  const requestTimeout = env[ENV.requestTimeout];
+  if (requestTimeout !== undefined) {
+    overrides.requestTimeoutSeconds = parseInteger(ENV.requestTimeout, requestTimeout, fields.requestTimeoutSeconds, problems);
+  }
+
   const mirrorRegistries = env[ENV.mirrorRegistries];
   if (mirrorRegistries !== undefined) overrides.mirrorRegistries = parseMirrorRegistries(mirrorRegistries, problems);
 
@@ -117,6 +155,38 @@ export function readEnvironment(env: NodeJS.ProcessEnv): EnvironmentResult {
 
   const credentials = env[ENV.registryCredentials];
   if (credentials !== undefined) overrides.credentials = parseRegistryCredentials(credentials, problems);
+
+  const apiTokens = env[ENV.apiTokens];
+  if (apiTokens !== undefined) overrides.apiTokens = parseApiTokens(apiTokens, problems);
+
+  const apiPort = env[ENV.apiPort];
+  if (apiPort !== undefined) overrides.apiPort = parseInteger(ENV.apiPort, apiPort, fields.apiPort, problems);
+
+  const apiHost = env[ENV.apiHost];
+  if (apiHost !== undefined) overrides.apiHost = parseString(ENV.apiHost, apiHost, fields.listenAddress, problems);
+
+  const metricsHost = env[ENV.metricsHost];
+  if (metricsHost !== undefined) overrides.metricsHost = parseString(ENV.metricsHost, metricsHost, fields.listenAddress, problems);
+
+  // parseString shows no value of these keys: describeValue redacts every key whose name contains "secret".
+  const secretKey = env[ENV.secretKey];
+  if (secretKey !== undefined) overrides.secretKey = parseString(ENV.secretKey, secretKey, fields.secretKey, problems);
+
+  const secretKeyPrevious = env[ENV.secretKeyPrevious];
+  if (secretKeyPrevious !== undefined) {
+    overrides.secretKeyPrevious = parseString(ENV.secretKeyPrevious, secretKeyPrevious, fields.secretKey, problems);
+  }
+
+  const builder = env[ENV.builder];
+  if (builder !== undefined) overrides.builder = parseString(ENV.builder, builder, fields.builder, problems);
+
+  const sweepInterval = env[ENV.sweepInterval];
+  if (sweepInterval !== undefined) {
+    overrides.sweepIntervalSeconds = parseInteger(ENV.sweepInterval, sweepInterval, fields.sweepIntervalSeconds, problems);
+  }
+
+  const rateLimits = env[ENV.rateLimits];
+  if (rateLimits !== undefined) overrides.rateLimits = parseRateLimits(rateLimits, problems);
 
   // Drop the keys of invalid variables, so that the result contains only accepted values.
   for (const key of Object.keys(overrides) as (keyof EnvironmentOverrides)[]) {
@@ -167,7 +237,7 @@ function invalidEntryPart(name: string, part: string, value: string, entry: stri
   return { key: name, detail: `invalid ${part} ${JSON.stringify(value)} in entry ${JSON.stringify(entry)}`, expected };
 }
 
-/** Parses `NAME=HOST[:PORT][/PREFIX],...` into generic mirror registries with the default retention. */
+/** Parses `NAME=HOST[:PORT][/PREFIX],...` into generic mirror registries with the default cleanup settings. */
 function parseMirrorRegistries(raw: string, problems: ConfigProblem[]): MirrorRegistryConfig[] | undefined {
   const name = ENV.mirrorRegistries;
   const registries: MirrorRegistryConfig[] = [];
@@ -207,7 +277,15 @@ function parseMirrorRegistries(raw: string, problems: ConfigProblem[]): MirrorRe
       problems.push({ key: name, detail, expected: 'each HOST[:PORT][/PREFIX] once, with hosts compared in lowercase and without :443' });
       continue;
     }
-    registries.push({ name: registryName, provider: 'generic', host, prefix, retentionSeconds: DEFAULTS.retentionSeconds });
+    registries.push({
+      name: registryName,
+      provider: 'generic',
+      host,
+      prefix,
+      retentionSeconds: DEFAULTS.retentionSeconds,
+      previousImageRetentionSeconds: DEFAULTS.previousImageRetentionSeconds,
+      maxDeletePercent: DEFAULTS.maxDeletePercent,
+    });
   }
 
   return problems.length === countBefore ? registries : undefined;
@@ -280,4 +358,81 @@ function parseRegistryCredentials(raw: string, problems: ConfigProblem[]): Map<s
     else problems.push(...problemsFromIssues(result.error.issues, (path) => (path.length === 0 ? key : `${key}.${dottedPath(path)}`)));
   }
   return problems.length === countBefore ? credentials : undefined;
+}
+
+const API_TOKENS_EXPECTED = `TOKEN:SCOPE,... with SCOPE ${API_SCOPE_EXPECTED}, such as 3f9c...e1:enqueue`;
+
+/**
+ * Parses `TOKEN:SCOPE,...` into tokens with their scopes. A token listed several times, such as
+ * `T:enqueue,T:admin`, gets all of its scopes. Problems name the entry by position and never show a token.
+ */
+function parseApiTokens(raw: string, problems: ConfigProblem[]): ApiToken[] | undefined {
+  const name = ENV.apiTokens;
+  const scopesByToken = new Map<string, Set<ApiScope>>();
+  const countBefore = problems.length;
+
+  for (const [index, entry] of splitList(raw).entries()) {
+    const position = `entry ${index + 1}`;
+    const colon = entry.lastIndexOf(':');
+    if (colon < 0) {
+      problems.push({ key: name, detail: `${position} ${REDACTED} has no ":SCOPE"`, expected: API_TOKENS_EXPECTED });
+      continue;
+    }
+
+    const token = entry.slice(0, colon);
+    const scope = entry.slice(colon + 1);
+    if (!API_TOKEN_PATTERN.test(token)) {
+      problems.push({ key: name, detail: `invalid token in ${position} ${REDACTED}`, expected: API_TOKEN_EXPECTED });
+      continue;
+    }
+    if (!(API_SCOPES as readonly string[]).includes(scope)) {
+      problems.push({ key: name, detail: `invalid scope ${JSON.stringify(scope)} in ${position}`, expected: API_SCOPE_EXPECTED });
+      continue;
+    }
+
+    const scopes = scopesByToken.get(token) ?? new Set<ApiScope>();
+    scopes.add(scope as ApiScope);
+    scopesByToken.set(token, scopes);
+  }
+  if (problems.length !== countBefore) return undefined;
+  return [...scopesByToken].map(([token, scopes]) => ({ token, scopes: API_SCOPES.filter((scope) => scopes.has(scope)) }));
+}
+
+const RATE_LIMITS_EXPECTED =
+  'a JSON object of request budgets by registry host, such as {"docker.io": {"requestsPerSecond": 5, "maxConcurrent": 4, "pullQuotaFloor": 20}}';
+
+/** Parses `{"HOST": {"requestsPerSecond": 5, ...}, ...}` into request budgets by normalised host. */
+function parseRateLimits(raw: string, problems: ConfigProblem[]): HostRateLimit[] | undefined {
+  const name = ENV.rateLimits;
+
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    problems.push({ key: name, detail: `invalid JSON ${describeValue(name, raw)}`, expected: RATE_LIMITS_EXPECTED });
+    return undefined;
+  }
+  if (!isRecord(parsed)) {
+    problems.push({ key: name, detail: `invalid value ${describeValue(name, raw)}`, expected: RATE_LIMITS_EXPECTED });
+    return undefined;
+  }
+
+  const entries: HostRateLimit[] = [];
+  const countBefore = problems.length;
+  for (const [hostKey, value] of Object.entries(parsed)) {
+    const key = `${name}[${JSON.stringify(hostKey)}]`;
+    const host = normaliseHost(hostKey);
+    if (host === undefined) {
+      problems.push({ key, detail: `invalid host ${JSON.stringify(hostKey)}`, expected: HOST_EXPECTED });
+      continue;
+    }
+    if (entries.some((entry) => entry.host === host)) {
+      problems.push({ key, detail: `duplicate host ${JSON.stringify(host)}`, expected: 'each host once, compared in lowercase and without :443' });
+      continue;
+    }
+    const result = hostRateLimitValuesSchema.safeParse(value, { reportInput: true });
+    if (result.success) entries.push({ host, ...result.data });
+    else problems.push(...problemsFromIssues(result.error.issues, (path) => (path.length === 0 ? key : `${key}.${dottedPath(path)}`)));
+  }
+  return problems.length === countBefore ? entries : undefined;
 }

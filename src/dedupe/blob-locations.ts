@@ -27,4 +27,17 @@ export class BlobLocations {
   async repositories(registry: string, digest: string): Promise<string[]> {
     return this.redis.srandmember(blobLocationsKey(this.keys, registry, digest), 3);
   }
+
+  /**
+   * Removes `repository` from the records of `digests`, after a manifest that listed those blobs was
+   * deleted there. Once the registry's garbage collection runs, the blobs may be gone, so a later mirror
+   * must not count on mounting them from that repository.
+   */
+  async forget(registry: string, digests: Iterable<string>, repository: string): Promise<void> {
+    const unique = [...new Set(digests)];
+    if (unique.length === 0) return;
+    const pipeline = this.redis.pipeline();
+    for (const digest of unique) pipeline.srem(blobLocationsKey(this.keys, registry, digest), repository);
+    await pipeline.exec();
+  }
 }

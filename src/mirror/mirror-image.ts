@@ -3,12 +3,21 @@ import { findMirrorRegistry, type Config } from '../config/config.ts';
 import { InvalidInputError, RegistryError } from '../errors.ts';
 import { formatReference, parseReference, type ImageReference } from '../image-ref/reference.ts';
 import { createProvider } from '../providers/index.ts';
-import { copyImage, type CopyProgress } from '../registry/copy.ts';
+import { copyImage, copyReferrers, type CopyImageOptions, type CopyProgress } from '../registry/copy.ts';
+import type { ReferrerSelection, ReferrersResult } from '../registry/referrers.ts';
 import { parsePlatform } from '../registry/media-types.ts';
 import type { RegistryClient } from '../registry/client.ts';
 import { BlobLocations } from '../dedupe/blob-locations.ts';
 import { blobLockKey, manifestLockKey } from '../dedupe/keys.ts';
 import { DEFAULT_LOCK_OPTIONS, withLock, type LockOptions } from '../dedupe/lock.ts';
+import { DEFAULTS } from '../config/schema.ts';
+import type { MirrorRegistryConfig } from '../config/config.ts';
+import { sweepSchedulerFor, type SweepScheduler } from '../cleanup/schedule.ts';
+import { DEFAULT_LEASE_OPTIONS, withLease, type Lease, type LeaseOptions } from '../refcounts/lease.ts';
+import { recordImageUse } from '../refcounts/record.ts';
+import { ReferenceStore, type IndexEdge } from '../refcounts/store.ts';
+import type { ImageName, User } from '../refcounts/types.ts';
+import type { ManifestHead } from '../registry/client.ts';
 import type { MirrorRequest, MirrorResult } from '../../queues/mirror.ts';
 import type { RegistryClients } from './clients.ts';
 
@@ -20,6 +29,11 @@ import type { RegistryClients } from './clients.ts';
  * 4. otherwise: copy, `copied`.
  * Steps 2 to 4 run under a fleet-wide lock on the target tag, so of many identical requests one copies
  * and the others find the tag in place.
+ *
+ * Every step runs under a lease on the repository of the image it returns, until the use is recorded
+ * for the cluster and service, so a sweep at the same moment cannot delete that image. In service mode,
+ * recording the use also releases the service's previous image of the same repository (the same source
+ * repository), and a sweep is scheduled for when its retention time has passed.
  */
 
 export interface MirrorContext {
@@ -27,11 +41,21 @@ export interface MirrorContext {
   redis: Redis;
   clients: RegistryClients;
   locks?: LockOptions;
+  leases?: LeaseOptions;
+  /** Enqueues the sweep of a released previous image; a cleanup queue client on `redis` when absent. */
+  sweeps?: SweepScheduler;
 }
 
 export interface MirrorHooks {
   jobId: string;
   onProgress?: (progress: CopyProgress) => void;
+  /**
+   * Aborted when the job runs out of time. No blob transfer starts after that, and a blob that finishes
+   * after it fails the copy, so the image is not tagged.
+   * NOTE: copyImage takes no signal, so transfers in flight run to their end, and an abort after the last
+   * blob has been stored does not stop the manifest pushes that follow.
+   */
+  signal?: AbortSignal;
 }
 
 export async function mirrorImage(request: MirrorRequest, context: MirrorContext, hooks: MirrorHooks): Promise<MirrorResult> {
@@ -55,21 +79,31 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
   const sourceClient = clients.get(source.registry);
   const base = { jobId: hooks.jobId, source: formatReference(source) };
 
+  const store = new ReferenceStore(redis, keys);
+  const user: User = { cluster: request.cluster, service: request.service };
+  const leases = context.leases ?? DEFAULT_LEASE_OPTIONS;
+
   if (provider.contains(source)) {
-    const digest = source.digest ?? (await resolveDigest(sourceClient, source));
-    const repository = `${source.registry}/${source.repository}`;
-    return {
-      ...base,
-      action: 'not-needed',
-      sourceDigest: digest,
-      target: formatReference(source),
-      pinned: `${repository}@${digest}`,
-      digest,
-      digestChanged: false,
-      platforms: [],
-      ...zeroCounts(),
-      durationMs: Date.now() - started,
-    };
+    return withLease(store, provider.host, source.repository, async (lease) => {
+      const head = source.digest === undefined ? await resolveHead(sourceClient, source) : undefined;
+      const digest = source.digest ?? head!.digest;
+      // A source with a digest runs that digest whatever its tag points at now, so the use is by digest.
+      const image: ImageName = source.digest === undefined ? { repository: source.repository, tag: source.tag, digest } : { repository: source.repository, digest };
+      await recordMirrorUse(context, registry, store, sourceClient, lease, { image, user, mediaType: head?.mediaType, serviceMode: request.mode === 'service' });
+      const repository = `${source.registry}/${source.repository}`;
+      return {
+        ...base,
+        action: 'not-needed' as const,
+        sourceDigest: digest,
+        target: formatReference(source),
+        pinned: `${repository}@${digest}`,
+        digest,
+        digestChanged: false,
+        platforms: [],
+        ...zeroCounts(),
+        durationMs: Date.now() - started,
+      };
+    }, leases);
   }
 
   const target = provider.targetFor(source, { mode: request.mode, cluster: request.cluster, service: request.service });
@@ -78,62 +112,100 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
   const targetName = `${provider.host}/${target.repository}`;
   const locations = new BlobLocations(redis, keys);
 
-  return withLock(redis, manifestLockKey(keys, provider.host, target.repository, target.tag), async () => {
-    // 2. Warm path without a platform filter: one HEAD at each side decides.
-    if (!request.platforms?.length) {
-      const sourceDigest = source.digest ?? (await resolveDigest(sourceClient, source));
-      const current = await targetClient.headManifest(target.repository, target.tag);
-      if (current?.digest === sourceDigest) {
-        return {
-          ...base,
-          action: 'skipped' as const,
-          sourceDigest,
-          target: `${targetName}:${target.tag}`,
-          pinned: `${targetName}@${sourceDigest}`,
-          digest: sourceDigest,
-          digestChanged: false,
-          platforms: [],
-          ...zeroCounts(),
-          manifests: { copied: 0, present: 1 },
-          durationMs: Date.now() - started,
-        };
-      }
-    }
+  const sourceLocation = { client: sourceClient, repository: source.repository, ...(source.tag ? { tag: source.tag } : {}), ...(source.digest ? { digest: source.digest } : {}) };
+  const referrers = request.referrers ?? registry.referrers ?? DEFAULTS.referrers;
+  const copyOptions: CopyImageOptions = {
+    mountSources: (digest) => locations.repositories(provider.host, digest),
+    onBlobStored: (digest, repository) => locations.record(provider.host, digest, repository),
+    blobGate: async (digest, work) => {
+      hooks.signal?.throwIfAborted();
+      return withLock(redis, blobLockKey(keys, provider.host, digest), async () => {
+        hooks.signal?.throwIfAborted();
+        const stored = await work();
+        hooks.signal?.throwIfAborted();
+        return stored;
+      }, locks);
+    },
+    monolithicMaxBytes: config.copy.monolithicMaxBytes,
+    chunkBytes: config.copy.chunkBytes,
+    concurrency: config.copy.blobConcurrency,
+    ...(hooks.onProgress ? { onProgress: hooks.onProgress } : {}),
+    referrers,
+    referrerFailures: registry.referrerFailures ?? DEFAULTS.referrerFailures,
+    // Not the tag lock above: merges into one fallback tag come from jobs for other tags of the repository too.
+    fallbackTagLock: (key, work) => withLock(redis, `${keys.prefix}:lock:referrers:${key}`, work, locks),
+  };
 
-    // 3 and 4. Copy, with blobs deduplicated across the fleet.
-    const result = await copyImage(
-      { client: sourceClient, repository: source.repository, ...(source.tag ? { tag: source.tag } : {}), ...(source.digest ? { digest: source.digest } : {}) },
-      { client: targetClient, repository: target.repository, tag: target.tag },
-      {
+  return withLease(store, provider.host, target.repository, async (lease) => {
+    let mediaType: string | undefined;
+    const mirrored = await withLock<MirrorResult>(redis, manifestLockKey(keys, provider.host, target.repository, target.tag), async () => {
+      // 2. Warm path without a platform filter: one HEAD at each side decides, and then the referrers,
+      //    which may have been added at the source since the image was copied.
+      if (!request.platforms?.length) {
+        const sourceDigest = source.digest ?? (await resolveDigest(sourceClient, source));
+        const current = await targetClient.headManifest(target.repository, target.tag);
+        if (current?.digest === sourceDigest) {
+          mediaType = current.mediaType;
+          const referred = await copyReferrers(sourceLocation, { client: targetClient, repository: target.repository, tag: target.tag, digest: sourceDigest }, copyOptions);
+          return {
+            ...base,
+            action: 'skipped' as const,
+            sourceDigest,
+            target: `${targetName}:${target.tag}`,
+            pinned: `${targetName}@${sourceDigest}`,
+            digest: sourceDigest,
+            digestChanged: false,
+            platforms: [],
+            ...zeroCounts(),
+            manifests: { copied: 0, present: 1 },
+            blobs: referred.blobs,
+            bytes: referred.bytes,
+            ...referrerFields(referrers, referred),
+            durationMs: Date.now() - started,
+          };
+        }
+      }
+
+      // 3 and 4. Copy, with blobs deduplicated across the fleet.
+      const result = await copyImage(sourceLocation, { client: targetClient, repository: target.repository, tag: target.tag }, {
         ...(request.platforms?.length ? { platforms: request.platforms.map(parsePlatform) } : {}),
-        mountSources: (digest) => locations.repositories(provider.host, digest),
-        onBlobStored: (digest, repository) => locations.record(provider.host, digest, repository),
-        blobGate: (digest, work) => withLock(redis, blobLockKey(keys, provider.host, digest), work, locks),
-        monolithicMaxBytes: config.copy.monolithicMaxBytes,
-        chunkBytes: config.copy.chunkBytes,
-        concurrency: config.copy.blobConcurrency,
-        ...(hooks.onProgress ? { onProgress: hooks.onProgress } : {}),
-      },
-    );
-    const action = result.manifests.copied === 0 ? 'skipped' : result.previousTargetDigest ? 'updated' : 'copied';
-    return {
-      ...base,
-      action,
-      sourceDigest: result.sourceDigest,
-      target: `${targetName}:${target.tag}`,
-      pinned: `${targetName}@${result.targetDigest}`,
-      digest: result.targetDigest,
-      digestChanged: result.digestChanged,
-      platforms: result.platforms,
-      manifests: result.manifests,
-      blobs: result.blobs,
-      bytes: result.bytes,
-      durationMs: Date.now() - started,
-    };
-  }, locks);
+        ...copyOptions,
+      });
+      mediaType = result.mediaType;
+      const action = result.manifests.copied === 0 ? 'skipped' : result.previousTargetDigest ? 'updated' : 'copied';
+      return {
+        ...base,
+        action,
+        sourceDigest: result.sourceDigest,
+        target: `${targetName}:${target.tag}`,
+        pinned: `${targetName}@${result.targetDigest}`,
+        digest: result.targetDigest,
+        digestChanged: result.digestChanged,
+        platforms: result.platforms,
+        manifests: result.manifests,
+        blobs: result.blobs,
+        bytes: result.bytes,
+        ...referrerFields(referrers, result),
+        durationMs: Date.now() - started,
+      };
+    }, locks);
+
+    const image: ImageName = { repository: target.repository, tag: target.tag, digest: mirrored.digest };
+    // Referrers and their fallback tag indexes belong to their subject: they go with it, never before it.
+    const extraEdges: IndexEdge[] = [
+      ...(mirrored.referrers ?? []).map((referrer) => [referrer.subject, referrer.digest] as const),
+      ...(mirrored.referrerIndexes ?? []).map((index) => [index.subject, index.digest] as const),
+    ];
+    await recordMirrorUse(context, registry, store, targetClient, lease, { image, user, mediaType, serviceMode: request.mode === 'service', extraEdges });
+    return mirrored;
+  }, leases);
 }
 
 async function resolveDigest(client: RegistryClient, source: ImageReference): Promise<string> {
+  return (await resolveHead(client, source)).digest;
+}
+
+async function resolveHead(client: RegistryClient, source: ImageReference): Promise<ManifestHead> {
   const head = await client.headManifest(source.repository, source.tag!);
   if (!head) {
     throw new RegistryError('REGISTRY_NOT_FOUND', `source image ${formatReference(source)} does not exist: ${source.registry} has no such tag`, {
@@ -142,7 +214,44 @@ async function resolveDigest(client: RegistryClient, source: ImageReference): Pr
       status: 404,
     });
   }
-  return head.digest;
+  return head;
+}
+
+/**
+ * Records the use of the image a mirror job returns, under the job's lease. In service mode this
+ * releases the service's other images of the same repository. A sweep is then scheduled for when the
+ * previous-image retention time has passed.
+ */
+async function recordMirrorUse(
+  context: MirrorContext,
+  registry: MirrorRegistryConfig,
+  store: ReferenceStore,
+  client: RegistryClient,
+  lease: Lease,
+  use: { image: ImageName; user: User; mediaType: string | undefined; serviceMode: boolean; extraEdges?: IndexEdge[] },
+): Promise<void> {
+  const supersede = use.serviceMode ? 'previous' : undefined;
+  const released = await recordImageUse(store, client, lease, { image: use.image, user: use.user, mediaType: use.mediaType, supersede, extraEdges: use.extraEdges ?? [] });
+  if (!released.some((entry) => entry.usesLeft === 0)) return;
+
+  const retentionSeconds = registry.previousImageRetentionSeconds ?? DEFAULTS.previousImageRetentionSeconds;
+  const dueAt = (await store.serverTime()) + retentionSeconds * 1000;
+  const scheduler = context.sweeps ?? sweepSchedulerFor(context.redis, context.config.redis.keyPrefix);
+  await scheduler.scheduleSweep(registry.name, dueAt);
+}
+
+/**
+ * Returns the referrer fields of a result: the referrers at the target, those that failed, and the
+ * fallback indexes that list them. Each list is left out when empty, so the result of an image without
+ * referrers keeps the keys it had before referrers were copied.
+ */
+function referrerFields(selection: ReferrerSelection, result: ReferrersResult): Pick<MirrorResult, 'referrers' | 'failedReferrers' | 'referrerIndexes'> {
+  if (selection === 'off') return {};
+  return {
+    ...(result.referrers.length > 0 ? { referrers: result.referrers } : {}),
+    ...(result.failedReferrers.length > 0 ? { failedReferrers: result.failedReferrers } : {}),
+    ...(result.fallbackIndexes.length > 0 ? { referrerIndexes: result.fallbackIndexes } : {}),
+  };
 }
 
 function zeroCounts(): Pick<MirrorResult, 'manifests' | 'blobs' | 'bytes'> {

@@ -35,7 +35,7 @@ export interface GenericProviderOptions {
   /**
    * True for a registry that deletes a tag alone with `DELETE /v2/<repository>/manifests/<tag>` (the
    * distribution specification allows it; Harbor and Zot do it). Default false, because distribution 2.8
-   * answers such a request with 400 DIGEST_INVALID.
+   * returns 400 DIGEST_INVALID for such a request.
    */
   deletesTags?: boolean;
 }
@@ -45,7 +45,7 @@ export class GenericProvider implements TargetProvider {
   readonly host: string;
   readonly prefix: string;
   readonly insecure: boolean;
-  // distribution 2.8 answers DELETE of a tag with 400 DIGEST_INVALID, so by default images go by manifest digest.
+  // distribution 2.8 returns 400 DIGEST_INVALID for a DELETE of a tag, so by default images go by manifest digest.
   readonly canDeleteTags: boolean;
   private readonly pushCredentials: Credentials | undefined;
   private readonly client: RegistryClient;

@@ -61,6 +61,10 @@ const DEFAULT_CONFIG: Config = {
   allowNetworks: [],
   copy: { monolithicMaxBytes: 16 * 1024 * 1024, chunkBytes: 16 * 1024 * 1024, blobConcurrency: 4 },
   worker: { concurrency: 4, metricsPort: 9464, shutdownGraceSeconds: 30 },
+  limits: { jobTimeoutSeconds: 1800, requestTimeoutSeconds: 60 },
+  build: { builder: 'auto', concurrency: 1, timeoutSeconds: 3600, cacheRetentionSeconds: 30 * 86_400 },
+  api: { port: 8080, tokens: [] },
+  cleanup: { sweepIntervalSeconds: 0, auditMaxEntries: 100_000 },
   logLevel: 'info',
 };
 
@@ -89,7 +93,15 @@ describe('loadConfig defaults', () => {
 
     expect(config.redis).toEqual({ url: 'redis://127.0.0.1:6379', keyPrefix: 'fleet' });
     expect(config.mirrorRegistries).toEqual([
-      { name: 'local', provider: 'generic', host: '127.0.0.1:5001', prefix: '', retentionSeconds: 7 * 86_400 },
+      {
+        name: 'local',
+        provider: 'generic',
+        host: '127.0.0.1:5001',
+        prefix: '',
+        retentionSeconds: 365 * 86_400,
+        previousImageRetentionSeconds: 86_400,
+        maxDeletePercent: 50,
+      },
     ]);
     expect(config.registries).toEqual([{ host: 'registry.example', insecure: false }]);
     expect(config.copy).toEqual({ monolithicMaxBytes: 16 * 1024 * 1024, chunkBytes: 16 * 1024 * 1024, blobConcurrency: 8 });
@@ -122,6 +134,8 @@ describe('loadConfig file', () => {
         host: 'Registry.Example:443',
         prefix: 'team/mirror',
         retentionSeconds: 3600,
+        previousImageRetentionSeconds: 600,
+        maxDeletePercent: 20,
       },
     ],
     registries: [{ host: '127.0.0.1:5001', insecure: true, username: 'pusher', password: 'push-secret' }],
@@ -129,6 +143,12 @@ describe('loadConfig file', () => {
     dockerConfigPath: '/home/app/.docker/config.json',
     copy: { monolithicMaxBytes: 0, chunkBytes: 8 * 1024 * 1024, blobConcurrency: 2 },
     worker: { concurrency: 16, metricsPort: 9100, shutdownGraceSeconds: 120 },
+    limits: { jobTimeoutSeconds: 600, requestTimeoutSeconds: 30 },
+    api: { port: 9080, tokens: [{ token: 'file-token-0123456789', scopes: ['enqueue', 'admin'] }] },
+    cleanup: { sweepIntervalSeconds: 3600, auditMaxEntries: 5000 },
+    build: { builder: 'buildah', concurrency: 2, timeoutSeconds: 900, cacheRetentionSeconds: 86_400 },
+    secretKey: Buffer.alloc(32, 1).toString('base64'),
+    secretKeyPrevious: Buffer.alloc(32, 2).toString('base64'),
     logLevel: 'debug',
   };
 
@@ -280,13 +300,13 @@ describe('loadConfig file errors', () => {
 
   // Each case: file content, key, value as shown, and the accepted values as shown.
   const cases: [string, unknown, string, string, string][] = [
-    ['unknown top-level key', { logLevl: 'info' }, 'logLevl', 'unknown key', 'one of the keys redis, mirrorRegistries, registries, allowNetworks, dockerConfigPath, copy, worker, logLevel'],
+    ['unknown top-level key', { logLevl: 'info' }, 'logLevl', 'unknown key', 'one of the keys redis, mirrorRegistries, registries, allowNetworks, dockerConfigPath, copy, worker, limits'],
     ['unknown nested key', { redis: { URL: 'redis://x' } }, 'redis.URL', 'unknown key', 'one of the keys url, keyPrefix'],
     ['redis URL scheme', { redis: { url: 'http://127.0.0.1:6379' } }, 'redis.url', '"http://127.0.0.1:6379"', 'a URL starting with redis:// or rediss://'],
     ['redis URL without host', { redis: { url: 'redis://' } }, 'redis.url', '"redis://"', 'a URL starting with redis:// or rediss://'],
     ['key prefix characters', { redis: { keyPrefix: 'has space' } }, 'redis.keyPrefix', '"has space"', '1 to 64 characters from A-Z, a-z, 0-9 and _ . : { } -'],
     ['mirror registry name', { mirrorRegistries: [{ name: 'Local', provider: 'generic', host: 'r.example' }] }, 'mirrorRegistries.0.name', '"Local"', 'a name matching [a-z0-9][a-z0-9-]{0,62}'],
-    ['mirror registry provider', { mirrorRegistries: [{ name: 'a', provider: 'ecr', host: 'r.example' }] }, 'mirrorRegistries.0.provider', '"ecr"', 'one of the providers "generic"'],
+    ['mirror registry provider', { mirrorRegistries: [{ name: 'a', provider: 'quay', host: 'r.example' }] }, 'mirrorRegistries.0.provider', '"quay"', 'one of the providers "generic", "ecr", "artifact-registry", "scaleway"'],
     ['missing provider', { mirrorRegistries: [{ name: 'a', host: 'r.example' }] }, 'mirrorRegistries.0.provider', 'missing', 'one of the providers "generic"'],
     ['missing host', { mirrorRegistries: [{ name: 'a', provider: 'generic' }] }, 'mirrorRegistries.0.host', 'missing', 'a registry host as HOST or HOST:PORT'],
     ['host with scheme', { mirrorRegistries: [{ name: 'a', provider: 'generic', host: 'https://r.example' }] }, 'mirrorRegistries.0.host', '"https://r.example"', 'a registry host as HOST or HOST:PORT without scheme or path'],

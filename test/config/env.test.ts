@@ -34,15 +34,15 @@ function singleProblem(env: NodeJS.ProcessEnv): string {
   throw new Error('loadConfig returned instead of throwing ConfigError');
 }
 
-const SEVEN_DAYS = 7 * 86_400;
+const CLEANUP_DEFAULTS = { retentionSeconds: 365 * 86_400, previousImageRetentionSeconds: 86_400, maxDeletePercent: 50 };
 
 describe('MIRRORFLEET_MIRROR_REGISTRIES', () => {
   it('parses names, hosts and prefixes', () => {
     const config = loadConfig({ MIRRORFLEET_MIRROR_REGISTRIES: 'local=127.0.0.1:5001/mirror,other=registry.example' });
 
     expect(config.mirrorRegistries).toEqual([
-      { name: 'local', provider: 'generic', host: '127.0.0.1:5001', prefix: 'mirror', retentionSeconds: SEVEN_DAYS },
-      { name: 'other', provider: 'generic', host: 'registry.example', prefix: '', retentionSeconds: SEVEN_DAYS },
+      { name: 'local', provider: 'generic', host: '127.0.0.1:5001', prefix: 'mirror', ...CLEANUP_DEFAULTS },
+      { name: 'other', provider: 'generic', host: 'registry.example', prefix: '', ...CLEANUP_DEFAULTS },
     ]);
   });
 
