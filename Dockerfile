@@ -1,22 +1,68 @@
-# mirrorfleet worker image. Node.js 22.18 and later run the TypeScript sources directly, so there is no
-# build step: production dependencies and the sources are all the image needs.
-ARG NODE_IMAGE=node:24-slim
+# The mirrorfleet image. Node.js 22.18 and later run the TypeScript sources directly, so there is no
+# compile step: the image holds the sources and the production dependencies, nothing else.
+#
+#   docker build -t mirrorfleet .                               # target `runtime`: API and mirror workers
+#   docker build --target build-worker -t mirrorfleet-build .   # also carries buildah, for build jobs
+#   buildah build --build-arg NODE_IMAGE=registry.internal/library/node:24-slim -t mirrorfleet .
+#
+# NODE_IMAGE names the base: any Debian-based image with Node.js 24 and npm in /usr/local/bin, as the
+# official node:24-slim image has them. Point it at your mirror registry to build without Docker Hub.
+#
+# Two optional build secrets serve `npm ci` behind a private npm registry or a TLS-intercepting proxy.
+# They are secrets rather than build arguments because build argument values stay in the image history.
+#   --secret id=npmrc,src=$HOME/.npmrc                    an .npmrc: registry, auth token, proxy
+#   --secret id=ca-certificates,src=/path/to/ca.pem       extra CA certificates (PEM) to trust
+
+ARG NODE_IMAGE=docker.io/library/node:24-slim
 
 FROM ${NODE_IMAGE} AS dependencies
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund
+RUN --mount=type=secret,id=npmrc,target=/root/.npmrc \
+    --mount=type=secret,id=ca-certificates,target=/run/secrets/ca-certificates \
+    if [ -s /run/secrets/ca-certificates ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/ca-certificates; fi \
+    && npm ci --omit=dev --no-audit --no-fund --loglevel=error
 
-FROM ${NODE_IMAGE}
-WORKDIR /app
+FROM ${NODE_IMAGE} AS app
 ENV NODE_ENV=production
+# A numeric user and group, so that Kubernetes can enforce runAsNonRoot without looking up a name.
+RUN groupadd --gid 10001 mirrorfleet \
+    && useradd --uid 10001 --gid 10001 --no-log-init --home-dir /home/mirrorfleet --create-home \
+       --shell /usr/sbin/nologin mirrorfleet
+WORKDIR /app
 COPY --from=dependencies /app/node_modules ./node_modules
 COPY package.json ./
 COPY bin ./bin
 COPY src ./src
 COPY queues ./queues
 COPY workers ./workers
-USER node
+# The code belongs to root and is read-only for the process. The build context may carry a
+# restrictive umask, so the modes are set here instead of trusting the context.
+RUN chmod -R u=rwX,go=rX /app/package.json /app/bin /app/src /app/queues /app/workers \
+    && chmod 0755 /app/bin/mirrorfleet.js \
+    && ln -s /app/bin/mirrorfleet.js /usr/local/bin/mirrorfleet
+USER 10001:10001
+# 9464: /metrics, /healthz and /readyz of a worker (MIRRORFLEET_METRICS_PORT).
 EXPOSE 9464
-ENTRYPOINT ["node", "/app/bin/mirrorfleet.js"]
+ENTRYPOINT ["mirrorfleet"]
 CMD ["worker"]
+
+# For workers that run build jobs: buildah with chroot isolation and vfs storage, which need no
+# daemon and no overlay mounts.
+# NOTE: buildah still creates a user namespace. Docker's default seccomp profile and many Kubernetes
+# pod security settings forbid that, so such a container needs seccomp and AppArmor unconfined (or
+# privileged). tini reaps the buildah processes that a build leaves behind.
+FROM app AS build-worker
+USER root
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends buildah uidmap git tini ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && echo 'mirrorfleet:100000:65536' > /etc/subuid \
+    && echo 'mirrorfleet:100000:65536' > /etc/subgid
+ENV BUILDAH_ISOLATION=chroot STORAGE_DRIVER=vfs
+USER 10001:10001
+ENTRYPOINT ["tini", "--", "mirrorfleet"]
+CMD ["worker"]
+
+# The default target, last so that a plain `docker build` produces it.
+FROM app AS runtime
