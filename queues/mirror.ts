@@ -4,6 +4,7 @@ import type { JobsOptions } from 'bullmq';
 import { InvalidInputError } from '../src/errors.ts';
 import { formatReference, parseReference } from '../src/image-ref/reference.ts';
 import { formatPlatform, parsePlatform } from '../src/registry/media-types.ts';
+import { REFERRER_SELECTIONS, type CopiedReferrer, type FailedReferrer, type FallbackIndex } from '../src/registry/referrers.ts';
 
 /**
  * The `mirror` queue: what a producer may ask for, validated the same way when enqueued and when a
@@ -32,6 +33,11 @@ export const mirrorRequestSchema = z
     service: idSchema('service').optional(),
     /** Platforms to copy, such as `linux/amd64`; all when absent. */
     platforms: z.array(z.string({ error: 'platforms entries must be strings' })).max(64).optional(),
+    /**
+     * Referrers (signatures, attestations, SBOMs) copied with the image: 'off', 'signatures' or 'all'.
+     * When absent, the mirror registry's `referrers` setting applies, which defaults to 'all'.
+     */
+    referrers: z.enum(REFERRER_SELECTIONS, { error: `referrers must be one of ${REFERRER_SELECTIONS.map((value) => `"${value}"`).join(', ')}` }).optional(),
   })
   .superRefine((request, context) => {
     if (request.mode === 'service' && request.service === undefined) {
@@ -92,13 +98,16 @@ export function normaliseMirrorRequest(request: MirrorRequest): MirrorRequest {
   };
   if (request.service !== undefined) normal.service = request.service;
   if (request.platforms?.length) normal.platforms = [...new Set(request.platforms.map((platform) => formatPlatform(parsePlatform(platform))))].sort();
+  if (request.referrers !== undefined) normal.referrers = request.referrers;
   return normal;
 }
 
 /** Deduplication id: identical requests waiting or running at the same time share one job. */
 export function mirrorDedupeId(request: MirrorRequest): string {
   const normal = normaliseMirrorRequest(request);
-  const canonical = JSON.stringify([normal.v, normal.source, normal.registry, normal.mode, normal.cluster, normal.service ?? null, normal.platforms ?? []]);
+  // `referrers` is appended only when set, so that requests without it keep the ids they had before it existed.
+  const fields = [normal.v, normal.source, normal.registry, normal.mode, normal.cluster, normal.service ?? null, normal.platforms ?? []];
+  const canonical = JSON.stringify(normal.referrers === undefined ? fields : [...fields, normal.referrers]);
   return `mirror-${createHash('sha256').update(canonical).digest('hex').slice(0, 32)}`;
 }
 
@@ -129,6 +138,16 @@ export interface MirrorResult {
   blobs: { copied: number; mounted: number; present: number };
   bytes: { pulled: number; pushed: number };
   durationMs: number;
+  /**
+   * Referrers of the image's manifests now at the target (copied by this job or there before), each with
+   * its artifact type, digest and subject. Absent when there are none or referrers are off.
+   * Reference counting treats each as part of its subject: deleted with it, never before it.
+   */
+  referrers?: CopiedReferrer[];
+  /** Referrers that could not be copied or linked, with the reason; the image was copied without them. Absent when none failed. */
+  failedReferrers?: FailedReferrer[];
+  /** Fallback tag indexes (`sha256-<hex>`) at the target that list referrers, with the digest each tag names now. Absent when none. */
+  referrerIndexes?: FallbackIndex[];
 }
 
 /** Progress a running mirror job reports. */

@@ -5,10 +5,21 @@ import { registryEndpoint } from '../image-ref/reference.ts';
 import { Authenticator, type Credentials } from './auth.ts';
 import { readLimited, sortResponse } from './failures.ts';
 import { discard, header, type HttpBody, type HttpRequest, type HttpResponse, type HttpTransport } from './http.ts';
-import { ACCEPTED_MANIFEST_TYPES, detectMediaType } from './media-types.ts';
-import { isNetworkError, resolveRetryPolicy, RetryBudget, TransientResponse, type RetryEvent, type RetryPolicy } from './retry.ts';
+import { ACCEPTED_MANIFEST_TYPES, OCI_INDEX, detectMediaType, parseManifest, type Descriptor } from './media-types.ts';
+import {
+  isNetworkError,
+  parseRetryAfter,
+  requestKind,
+  resolveRetryPolicy,
+  RetryBudget,
+  TransientResponse,
+  type GatePermit,
+  type RequestGate,
+  type RetryEvent,
+  type RetryPolicy,
+} from './retry.ts';
 
-export { DEFAULT_RETRY_POLICY, parseRetryAfter, type RetryEvent, type RetryPolicy } from './retry.ts';
+export { DEFAULT_RETRY_POLICY, parseRetryAfter, type RequestGate, type RetryEvent, type RetryPolicy } from './retry.ts';
 
 /**
  * A client of one registry's OCI distribution API (distribution-spec v1.1, "spec.md").
@@ -31,6 +42,8 @@ export interface RegistryClientOptions {
   retry?: Partial<RetryPolicy>;
   /** Called before each wait between two attempts, for metrics and logs. */
   onRetry?: (event: RetryEvent) => void;
+  /** Decides when each attempt may be sent, such as a request budget shared by the fleet; none by default. */
+  gate?: RequestGate;
 }
 
 export interface Manifest {
@@ -110,6 +123,7 @@ export class RegistryClient {
   private readonly transport: HttpTransport;
   private readonly auth: Authenticator;
   private readonly onRetry: ((event: RetryEvent) => void) | undefined;
+  private readonly gate: RequestGate | undefined;
 
   constructor(options: RegistryClientOptions) {
     this.registry = options.registry;
@@ -118,6 +132,7 @@ export class RegistryClient {
     this.auth = new Authenticator(options.transport, options.registry, options.credentials);
     this.retryPolicy = resolveRetryPolicy(options.retry);
     this.onRetry = options.onRetry;
+    this.gate = options.gate;
   }
 
   /**
@@ -464,8 +479,54 @@ export class RegistryClient {
     }
   }
 
-  /** Sends one request, following redirects when `call.followRedirects` is set. */
+  /** Sends one request, through the gate when there is one. */
   private async exchange(call: Call): Promise<Exchange> {
+    return this.gate ? this.gatedExchange(this.gate, call) : this.followRedirects(call);
+  }
+
+  /**
+   * Sends one request once the gate lets it go. The gate then receives the outcome as soon as the
+   * response headers arrive, and the release once the response body is read or dropped.
+   */
+  private async gatedExchange(gate: RequestGate, call: Call): Promise<Exchange> {
+    const kind = requestKind(call.method, call.url);
+    const spendsPull = call.method === 'GET' && kind === 'manifest-read' && call.url.pathname.includes('/manifests/');
+    const permit = await gate.acquire({
+      registry: this.registry,
+      kind,
+      method: call.method,
+      operation: call.operation,
+      ...(spendsPull ? { probe: () => this.probeManifest(call) } : {}),
+    });
+    const started = performance.now();
+    let exchange: Exchange;
+    try {
+      exchange = await this.followRedirects(call);
+    } catch (error) {
+      await permit.report({ status: undefined, latencyMs: performance.now() - started, retryAfterMs: undefined, headers: {} });
+      permit.release();
+      throw error;
+    }
+    const { response } = exchange;
+    await permit.report({
+      status: response.statusCode,
+      latencyMs: performance.now() - started,
+      retryAfterMs: parseRetryAfter(header(response, 'retry-after')),
+      headers: response.headers,
+    });
+    releaseWhenClosed(response, permit);
+    return exchange;
+  }
+
+  /** Sends a HEAD for the manifest of a GET, which lets the gate read the pull quota without spending it. */
+  private async probeManifest(call: Call): Promise<HttpResponse['headers']> {
+    const { response } = await this.exchange({ ...call, method: 'HEAD', body: null });
+    await discard(response);
+    return response.headers;
+  }
+
+  /** Sends one request, following redirects when `call.followRedirects` is set. */
+  private async followRedirects(call: Call): Promise<Exchange> {
     let url = call.url;
     let method = call.method;
     for (let hop = 0; ; hop += 1) {
@@ -555,6 +616,90 @@ export class RegistryClient {
   private protocolError(problem: string, operation: string): RegistryError {
     return new RegistryError('REGISTRY_PROTOCOL', `${this.registry} ${problem} while ${operation}`, { registry: this.registry, operation });
   }
+
+  /**
+   * Lists the referrers of `digest` with the OCI 1.1 referrers API (distribution-spec v1.1, "Listing
+   * Referrers"), following `Link` pages. With `artifactType`, returns only referrers of that type, and
+   * filters here when the registry did not (no `artifactType` in `OCI-Filters-Applied`).
+   * Undefined when the registry has no referrers API. The specification forbids a 404 from a registry
+   * that has the API. Registries without it respond 404 (distribution 2.8), 400, 405 or 501, or redirect
+   * to a web page, which is why redirects are not followed here.
+   * @throws RegistryError (REGISTRY_PROTOCOL) when a page is not an OCI index, or after 100 pages.
+   */
+  async listReferrers(repository: string, digest: string, artifactType?: string): Promise<Descriptor[] | undefined> {
+    const operation = `listing the referrers of ${repository}@${digest}`;
+    let url = this.url(`${repository}/referrers/${digest}`);
+    if (artifactType !== undefined) url.searchParams.set('artifactType', artifactType);
+    const seen = new Set<string>();
+    const referrers: Descriptor[] = [];
+
+    for (let page = 1; ; page += 1) {
+      seen.add(url.href);
+      const call: Call = { method: 'GET', url, scopes: [pullScope(repository)], operation, headers: { accept: OCI_INDEX } };
+      const result = await this.retrying(call, async () => {
+        const { response, answeredBy } = await this.exchange(call);
+        const absent = [400, 404, 405, 501].includes(response.statusCode) || REDIRECT_STATUSES.has(response.statusCode);
+        if (absent && page === 1) {
+          await discard(response);
+          return undefined;
+        }
+        if (response.statusCode !== 200) throw await sortResponse(response, { registry: this.registry, operation, answeredBy });
+        const text = (await readLimited(response, MAX_MANIFEST_BYTES, () => this.protocolError('sent a referrers page over 4 MiB', operation))).toString('utf8');
+        return { body: parseJson(text), link: header(response, 'link'), filters: header(response, 'oci-filters-applied') };
+      });
+      if (!result) return undefined;
+
+      let pageReferrers: Descriptor[];
+      try {
+        const parsed = parseManifest(OCI_INDEX, result.body);
+        pageReferrers = parsed.kind === 'index' ? parsed.manifests : [];
+      } catch (error) {
+        throw this.protocolError(`sent a referrers page that is not an OCI index (${(error as Error).message})`, operation);
+      }
+      const filtered = artifactType !== undefined && !(result.filters ?? '').split(',').some((filter) => filter.trim() === 'artifactType');
+      referrers.push(...(filtered ? pageReferrers.filter((referrer) => referrer.artifactType === artifactType) : pageReferrers));
+
+      const next = parseNextLink(result.link);
+      if (next === undefined) return referrers;
+      const nextUrl = new URL(next, url);
+      if (nextUrl.origin !== this.origin) throw this.protocolError(`linked the next referrers page to another origin (${nextUrl.origin})`, operation);
+      if (seen.has(nextUrl.href)) throw this.protocolError(`linked referrers page ${page} back to a page already read`, operation);
+      if (page >= DEFAULT_MAX_TAG_PAGES) throw this.protocolError(`has more than ${DEFAULT_MAX_TAG_PAGES} referrers pages`, operation);
+      url = nextUrl;
+    }
+  }
+
+  /**
+   * Pushes manifest bytes unchanged, as `putManifest` does, and also returns the `OCI-Subject` header.
+   * A registry that has the referrers API sends it when it has indexed the manifest's `subject`, so the
+   * pusher need not update the fallback tag (distribution-spec v1.1, "Pushing Manifests with Subject").
+   */
+  async putManifestWithSubject(
+    repository: string,
+    reference: string,
+    manifest: Pick<Manifest, 'bytes' | 'mediaType'>,
+  ): Promise<{ digest: string; subject: string | undefined }> {
+    const operation = `pushing manifest ${repository}${separator(reference)}${reference}`;
+    const digest = sha256(manifest.bytes);
+    const call: Call = {
+      method: 'PUT',
+      url: this.url(`${repository}/manifests/${reference}`),
+      scopes: [pushScope(repository)],
+      operation,
+      headers: { 'content-type': manifest.mediaType },
+      body: manifest.bytes,
+    };
+    return this.retrying(call, async () => {
+      const { response, answeredBy } = await this.exchange(call);
+      if (response.statusCode !== 201 && response.statusCode !== 200) throw await sortResponse(response, { registry: this.registry, operation, answeredBy });
+      await discard(response);
+      const stored = header(response, 'docker-content-digest');
+      if (stored && stored.startsWith('sha256:') && stored !== digest) {
+        throw new DigestMismatchError(`${this.registry} stored the manifest as ${stored}, but its bytes hash to ${digest}, while ${operation}`);
+      }
+      return { digest, subject: header(response, 'oci-subject') };
+    });
+  }
 }
 
 export function pullScope(repository: string): string {
@@ -576,6 +721,15 @@ function digestOf(bytes: Uint8Array, algorithm: string): string {
 
 function separator(reference: string): string {
   return reference.includes(':') ? '@' : ':';
+}
+
+/**
+ * Releases `permit` once the response body closes: read to its end, dumped or destroyed. Every path of
+ * the client does one of these, and `getBlob` hands the body to its caller, who must do the same.
+ */
+function releaseWhenClosed(response: HttpResponse, permit: GatePermit): void {
+  if (response.body.closed) permit.release();
+  else response.body.once('close', () => permit.release());
 }
 
 /** True when a body can be sent a second time: no body, a string or bytes. A stream is read once. */

@@ -2,6 +2,7 @@ import { InvalidInputError, MissingChildError, RegistryError, UnsupportedManifes
 import { createLimiter } from '../util/limit.ts';
 import { transferBlob } from './blob-transfer.ts';
 import { sha256, type Manifest, type RegistryClient } from './client.ts';
+import { ReferrerSync, type FallbackTagLock, type ReferrerFailurePolicy, type ReferrerSelection, type ReferrersResult } from './referrers.ts';
 import { isNetworkError } from './retry.ts';
 import {
   NON_DISTRIBUTABLE_LAYER_TYPES,
@@ -21,6 +22,10 @@ import {
  * Order matters for safety: blobs before the manifest that references them, child manifests before the
  * index that lists them, and the tag last. A copy that stops halfway therefore never leaves a tag that
  * points at something incomplete.
+ *
+ * With the option `referrers`, the referrers of each manifest (signatures, attestations and SBOMs, see
+ * referrers.ts) are copied as soon as that manifest is in the target repository. Those of the top
+ * manifest follow the tag.
  */
 
 export interface ImageLocation {
@@ -53,6 +58,15 @@ export interface CopyImageOptions {
   /** Handling of images with foreign layers (non-distributable, fetched from URLs). Default 'keep'. */
   foreignLayers?: ForeignLayerPolicy;
   onProgress?: (progress: CopyProgress) => void;
+  /** Referrers copied along with every manifest of the image: none, signatures only, or all. Default 'off'. */
+  referrers?: ReferrerSelection;
+  /** Handling of a referrer that cannot be copied. Default 'report': it is listed in `failedReferrers`, and the image is copied. */
+  referrerFailures?: ReferrerFailurePolicy;
+  /**
+   * Wraps each read-merge-write of a fallback tag index at the target. The fleet passes a Redis lock
+   * here, so that two copies merging into the same tag do not lose each other's referrers.
+   */
+  fallbackTagLock?: FallbackTagLock;
 }
 
 /**
@@ -79,7 +93,7 @@ export interface CopyCounts {
   bytes: { pulled: number; pushed: number };
 }
 
-export interface CopyResult extends CopyCounts {
+export interface CopyResult extends CopyCounts, ReferrersResult {
   sourceDigest: string;
   /** Digest of what the target tag now points at. Differs from `sourceDigest` only when the index was rewritten. */
   targetDigest: string;
@@ -100,11 +114,27 @@ export interface CopyResult extends CopyCounts {
   skippedPlatforms: string[];
 }
 
+/** What copying the referrers of an image already at the target did. */
+export interface ReferrersCopyResult extends ReferrersResult, Pick<CopyCounts, 'blobs' | 'bytes'> {}
+
 const DEFAULT_CHUNK = 16 * 1024 * 1024;
 
 export async function copyImage(source: ImageLocation, target: ImageLocation, options: CopyImageOptions = {}): Promise<CopyResult> {
   const copier = new ImageCopier(source, target, options);
   return copier.run();
+}
+
+/**
+ * Copies the referrers of an image that the target repository has already under `target.digest`, with
+ * the same options as copyImage (`referrers` 'off' copies nothing). For a caller that found the image in
+ * place without copyImage. The image's manifests are read at the target, never at the source, and only
+ * when the source may have referrers at all (a referrers API, or fallback or cosign tags in its tag list).
+ * NOTE: here and on copyImage's own warm path, the subjects are the top manifest and the children it
+ * lists. The children of a nested index get new referrers only from a copy that pushes that index.
+ */
+export async function copyReferrers(source: ImageLocation, target: ImageLocation & { digest: string }, options: CopyImageOptions = {}): Promise<ReferrersCopyResult> {
+  const copier = new ImageCopier(source, target, options);
+  return copier.runReferrers(target.digest);
 }
 
 class ImageCopier {
@@ -125,12 +155,27 @@ class ImageCopier {
   private skippedPlatforms: string[] = [];
   private blobsTotal = 0;
   private blobsDone = 0;
+  private readonly referrers: ReferrerSync | undefined;
 
   constructor(source: ImageLocation, target: ImageLocation, options: CopyImageOptions) {
     this.source = source;
     this.target = target;
     this.options = options;
     this.limit = createLimiter(options.concurrency ?? 4);
+    const selection = options.referrers ?? 'off';
+    this.referrers =
+      selection === 'off'
+        ? undefined
+        : new ReferrerSync(source, target, {
+            selection,
+            ...(options.referrerFailures ? { failures: options.referrerFailures } : {}),
+            ...(options.fallbackTagLock ? { fallbackTagLock: options.fallbackTagLock } : {}),
+            copyContents: (manifest) => this.copyReferrerContents(manifest),
+            onManifestBytes: (pulled, pushed) => {
+              this.counts.bytes.pulled += pulled;
+              this.counts.bytes.pushed += pushed;
+            },
+          });
   }
 
   async run(): Promise<CopyResult> {
@@ -159,10 +204,12 @@ class ImageCopier {
     const previous = targetReference ? await this.target.client.headManifest(this.target.repository, targetReference) : undefined;
     if (previous?.digest === pushBytes.digest) {
       this.counts.manifests.present += 1 + children.length;
+      await Promise.all(children.map((child) => this.referrers?.syncSubject(child.digest)));
+      await this.syncTopReferrers(top, pushBytes);
       return this.result(top, pushBytes, platforms, previous.digest);
     }
 
-    // 4. Cold path: children first (each with its blobs), then the top manifest under the tag.
+    // 4. Cold path: children first (each with its blobs and referrers), then the top manifest under the tag.
     if (parsed.kind === 'index') {
       await Promise.all(children.map((child) => this.copyManifestByDigest(child)));
       await this.pushManifest(pushBytes, targetReference ?? pushBytes.digest);
@@ -170,7 +217,51 @@ class ImageCopier {
       await this.copyBlobsOf(parsed);
       await this.pushManifest(pushBytes, targetReference ?? pushBytes.digest, { label: 'the image', parsed });
     }
+    await this.syncTopReferrers(top, pushBytes);
     return this.result(top, pushBytes, platforms, previous?.digest);
+  }
+
+  /** Copies the referrers of an image the target already has under `digest`; see copyReferrers. */
+  async runReferrers(digest: string): Promise<ReferrersCopyResult> {
+    const referrers = this.referrers;
+    if (referrers && (await referrers.mayHaveReferrers(digest))) {
+      // The target's copy names the children; reading it spares the source a request.
+      const top = await this.target.client.getManifest(this.target.repository, digest);
+      if (!top) {
+        throw new RegistryError('REGISTRY_NOT_FOUND', `cannot copy the referrers of ${this.target.client.registry}/${this.target.repository}@${digest}: the target no longer has it`, {
+          registry: this.target.client.registry,
+          operation: `reading manifest ${this.target.repository}@${digest}`,
+          status: 404,
+          retryable: true,
+        });
+      }
+      const parsed = this.parse(top, digest);
+      if (parsed.kind === 'index') await Promise.all(parsed.manifests.map((child) => referrers.syncSubject(child.digest)));
+      await referrers.syncSubject(digest);
+    }
+    return { ...this.referrerResult(), blobs: this.counts.blobs, bytes: this.counts.bytes };
+  }
+
+  /**
+   * Copies the referrers of the top manifest. Those of an index that a platform filter rewrote stay
+   * behind: they name the source digest, which the target does not have.
+   */
+  private async syncTopReferrers(top: Manifest, pushed: Manifest): Promise<void> {
+    if (top.digest === pushed.digest) await this.referrers?.syncSubject(top.digest);
+  }
+
+  private referrerResult(): ReferrersResult {
+    return this.referrers?.result() ?? { referrers: [], failedReferrers: [], fallbackIndexes: [] };
+  }
+
+  /** Copies what a referrer manifest references: its blobs, or the child manifests of a referrer index. */
+  private async copyReferrerContents(manifest: Manifest): Promise<void> {
+    const parsed = this.parse(manifest, manifest.digest);
+    if (parsed.kind === 'index') {
+      await Promise.all(parsed.manifests.map((child) => this.copyManifestByDigest(child, manifest.digest, false)));
+    } else {
+      await this.copyBlobsOf(parsed);
+    }
   }
 
   private get foreignLayerPolicy(): ForeignLayerPolicy {
@@ -228,6 +319,7 @@ class ImageCopier {
       tagMoved: this.tagMoved,
       skippedPlatforms: this.skippedPlatforms,
       ...this.counts,
+      ...this.referrerResult(),
     };
   }
 
@@ -284,29 +376,34 @@ class ImageCopier {
     return selected;
   }
 
-  /** Copies one manifest named by digest (and everything under it) unless the target has it. */
-  private async copyManifestByDigest(descriptor: Descriptor, parentDigest?: string): Promise<void> {
+  /**
+   * Copies one manifest named by digest (and everything under it) unless the target has it, then its
+   * referrers. `counted` is false for the children of a referrer index, which are not manifests of the image.
+   */
+  private async copyManifestByDigest(descriptor: Descriptor, parentDigest?: string, counted = true): Promise<void> {
     const present = await this.target.client.headManifest(this.target.repository, descriptor.digest);
     if (present) {
-      this.counts.manifests.present += 1;
+      if (counted) this.counts.manifests.present += 1;
+      await this.referrers?.syncSubject(descriptor.digest);
       return;
     }
     const manifest = await this.readSourceManifest(descriptor.digest, parentDigest ?? this.source.digest ?? this.source.tag);
     const parsed = this.parse(manifest, descriptor.digest);
     if (parsed.kind === 'index') {
-      await Promise.all(parsed.manifests.map((child) => this.copyManifestByDigest(child, manifest.digest)));
-      await this.pushManifest(manifest, descriptor.digest);
+      await Promise.all(parsed.manifests.map((child) => this.copyManifestByDigest(child, manifest.digest, counted)));
+      await this.pushManifest(manifest, descriptor.digest, undefined, counted);
     } else {
       await this.copyBlobsOf(parsed);
-      await this.pushManifest(manifest, descriptor.digest, { label: platformLabel(descriptor), parsed });
+      await this.pushManifest(manifest, descriptor.digest, { label: platformLabel(descriptor), parsed }, counted);
     }
+    await this.referrers?.syncSubject(descriptor.digest);
   }
 
   /**
    * Pushes one manifest. When `image` has foreign layers and the target rejects the manifest with a
    * response that another attempt cannot change, the error names the platform and the option that skips it.
    */
-  private async pushManifest(manifest: Manifest, reference: string, image?: { label: string; parsed: ParsedManifest }): Promise<void> {
+  private async pushManifest(manifest: Manifest, reference: string, image?: { label: string; parsed: ParsedManifest }, counted = true): Promise<void> {
     try {
       await this.target.client.putManifest(this.target.repository, reference, manifest);
     } catch (error) {
@@ -319,7 +416,7 @@ class ImageCopier {
       rejection.cause = error;
       throw rejection;
     }
-    this.counts.manifests.copied += 1;
+    if (counted) this.counts.manifests.copied += 1;
     this.counts.bytes.pushed += manifest.bytes.length;
   }
 
