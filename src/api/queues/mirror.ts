@@ -33,6 +33,34 @@ export const mirrorResultSchema = z.object({
   blobs: z.object({ copied: count, mounted: count, present: count }),
   bytes: z.object({ pulled: count, pushed: count }),
   durationMs: count,
+  referrers: z
+    .array(
+      z.object({
+        artifactType: z.string(),
+        digest: z.string(),
+        subject: z.string().meta({ description: 'Digest of the manifest the referrer refers to.' }),
+        tag: z.string().optional().meta({ description: 'Cosign tag that links it, such as sha256-<hex>.sig; absent for a referrer linked by subject.' }),
+        copied: z.boolean().meta({ description: 'False when the target had it before this job.' }),
+      }),
+    )
+    .optional()
+    .meta({ description: 'Signatures, attestations and other referrers of the image now at the target. Absent when none or referrers are off.' }),
+  failedReferrers: z
+    .array(
+      z.object({
+        subject: z.string(),
+        digest: z.string().optional(),
+        artifactType: z.string().optional(),
+        tag: z.string().optional(),
+        reason: z.string(),
+      }),
+    )
+    .optional()
+    .meta({ description: 'Referrers that could not be copied, with the reason; the image was copied without them.' }),
+  referrerIndexes: z
+    .array(z.object({ subject: z.string(), tag: z.string(), digest: z.string() }))
+    .optional()
+    .meta({ description: 'Fallback tag indexes (sha256-<hex>) at the target that list referrers.' }),
 });
 
 export const mirrorProgressSchema = z.object({
@@ -71,5 +99,6 @@ export const mirrorRoute = defineQueueRoute({
     cluster: 'Cluster id, such as prod-eu-1.',
     service: 'Service id; required in service mode.',
     platforms: 'Platforms to copy, such as linux/amd64; every platform when absent.',
+    referrers: 'Referrers to copy with the image: off, signatures or all; the mirror registry setting (default all) when absent.',
   },
 });
