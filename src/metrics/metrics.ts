@@ -107,6 +107,41 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly registryConcurrencyWindow = new Gauge({
+    name: 'mirrorfleet_registry_concurrency_window',
+    help: "Requests this process may have in flight at once, by registry host and kind (manifest-read, blob-read, upload); the adaptive (AIMD) window.",
+    labelNames: ['registry', 'kind'] as const,
+    registers: [this.registry],
+  });
+
+  readonly registryBudgetWaits = new Counter({
+    name: 'mirrorfleet_registry_budget_waits_total',
+    help: 'Registry requests that waited for the request budget, by registry host and reason (window, not-before, quota, concurrency, rate).',
+    labelNames: ['registry', 'reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly registryBudgetWaitSeconds = new Counter({
+    name: 'mirrorfleet_registry_budget_wait_seconds_total',
+    help: 'Seconds registry requests waited for the request budget, by registry host and reason.',
+    labelNames: ['registry', 'reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly registryPullQuotaRemaining = new Gauge({
+    name: 'mirrorfleet_registry_pull_quota_remaining',
+    help: 'Last RateLimit-Remaining value a registry host sent (pulls left in its window).',
+    labelNames: ['registry'] as const,
+    registers: [this.registry],
+  });
+
+  readonly registryPullsPaused = new Gauge({
+    name: 'mirrorfleet_registry_pulls_paused',
+    help: '1 while manifest pulls from a registry host pause because its RateLimit-Remaining is below the configured floor, else 0.',
+    labelNames: ['registry'] as const,
+    registers: [this.registry],
+  });
+
   /**
    * Counts one registry response. A 429 also counts in `mirrorfleet_registry_rate_limited_total`. Hosts
    * beyond the first `MAX_REGISTRY_LABELS` are labelled `other`, because producers choose source hosts.

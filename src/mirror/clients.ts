@@ -1,7 +1,7 @@
 import type { Config } from '../config/config.ts';
 import { registryAccess } from '../config/config.ts';
 import type { Credentials } from '../registry/auth.ts';
-import { RegistryClient, type RetryPolicy } from '../registry/client.ts';
+import { RegistryClient, type RequestGate, type RetryPolicy } from '../registry/client.ts';
 import type { HttpTransport } from '../registry/http.ts';
 import { withProviderAccess, type ProviderAccess } from '../providers/registry-access.ts';
 
@@ -9,20 +9,29 @@ import { withProviderAccess, type ProviderAccess } from '../providers/registry-a
  * One RegistryClient per registry host for the whole process, so bearer tokens and connections are
  * shared by every job that talks to the same registry. A target provider registers the access to its own
  * host (credentials it obtains and refreshes, repositories it creates on demand), which then replaces the
- * credentials configured for that host.
+ * credentials configured for that host. With `gates`, every client sends through the request gate of
+ * its host, which keeps the fleet within the host's shared request budget.
  */
+
+/** Source of the request gate of each registry host, such as `RegistryGates` of src/ratelimit. */
+export interface GateSource {
+  gateFor(registry: string): RequestGate;
+}
+
 export class RegistryClients {
   /** The transport every client sends through; providers send their cloud API calls through it too. */
   readonly transport: HttpTransport;
   private readonly config: Config;
   private readonly retry: Partial<RetryPolicy> | undefined;
+  private readonly gates: GateSource | undefined;
   private readonly clients = new Map<string, RegistryClient>();
   private readonly providerAccess = new Map<string, ProviderAccess & { staticCredentials?: Credentials }>();
 
-  constructor(config: Config, transport: HttpTransport, retry?: Partial<RetryPolicy>) {
+  constructor(config: Config, transport: HttpTransport, retry?: Partial<RetryPolicy>, gates?: GateSource) {
     this.config = config;
     this.transport = transport;
     this.retry = retry;
+    this.gates = gates;
   }
 
   /**
@@ -57,6 +66,7 @@ export class RegistryClients {
       transport,
       ...(credentials ? { credentials } : {}),
       ...(this.retry ? { retry: this.retry } : {}),
+      ...(this.gates ? { gate: this.gates.gateFor(registry) } : {}),
     });
   }
 }

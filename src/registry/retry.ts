@@ -96,6 +96,68 @@ export class TransientResponse extends Error {
   }
 }
 
+/**
+ * Kind of registry request. Each kind has a concurrency window of its own, so that slow blob transfers
+ * do not hold back manifest reads. Tag lists count as manifest reads, and every write (blob uploads,
+ * manifest pushes, deletions) counts as an upload.
+ */
+export type RequestKind = 'manifest-read' | 'blob-read' | 'upload';
+
+export const REQUEST_KINDS: readonly RequestKind[] = ['manifest-read', 'blob-read', 'upload'];
+
+/** One request about to be sent, as a request gate receives it. */
+export interface GateRequest {
+  registry: string;
+  kind: RequestKind;
+  method: string;
+  /** Description of the operation for error messages, such as `reading manifest library/bash:5.3`. */
+  operation: string;
+  /**
+   * Sends a HEAD for the same manifest and returns its response headers. Docker Hub counts a manifest
+   * GET as a pull and a HEAD as none, so a gate that pauses pulls reads the remaining quota again
+   * through this. Set on manifest GETs only, the requests that spend pull quota.
+   */
+  probe?: () => Promise<Readonly<Record<string, string | string[] | undefined>>>;
+}
+
+/** Outcome of one request: its response headers, or the failure that left it without any. */
+export interface RequestOutcome {
+  /** HTTP status, or undefined when no response arrived (a network error). */
+  status: number | undefined;
+  /** Milliseconds from the moment the gate let the request go to its response headers. */
+  latencyMs: number;
+  /** Wait that a `Retry-After` header asked for, in milliseconds. */
+  retryAfterMs: number | undefined;
+  /** Response headers by lowercase name; empty without a response. */
+  headers: Readonly<Record<string, string | string[] | undefined>>;
+}
+
+/** Permission to send one request. The client calls `report` once and `release` once. */
+export interface GatePermit {
+  /** Reports the outcome as soon as the response headers arrive or the request fails. */
+  report(outcome: RequestOutcome): Promise<void>;
+  /** Frees the request's place once its response body is read or dropped. */
+  release(): void;
+}
+
+/**
+ * Decides when the registry client may send a request, so that a fleet of clients shares one budget
+ * per registry. The client calls `acquire` before each attempt and waits for the permit it returns.
+ * @throws RegistryError (REGISTRY_RATE_LIMITED, retryable) from `acquire` when the wait would be too long.
+ */
+export interface RequestGate {
+  acquire(request: GateRequest): Promise<GatePermit>;
+}
+
+/** Returns the kind of a request from its method and its path under `/v2/`. */
+export function requestKind(method: string, url: URL): RequestKind {
+  const path = url.pathname;
+  if (method !== 'GET' && method !== 'HEAD') return 'upload';
+  if (path.includes('/blobs/uploads/')) return 'upload';
+  if (path.includes('/blobs/')) return 'blob-read';
+  return 'manifest-read';
+}
+
 export interface RetryContext {
   registry: string;
   operation: string;
