@@ -124,13 +124,13 @@ interface JobTimeLimit {
  * Starts the per-job time limit (`limits.jobTimeoutSeconds`). When it expires, the job fails with a
  * TIMEOUT error that is not retried, because the next attempt would meet the same limit.
  */
-function startJobTimeLimit(seconds: number, what: string): JobTimeLimit {
+function startJobTimeLimit(seconds: number, jobDescription: string): JobTimeLimit {
   const controller = new AbortController();
   const timer = setTimeout(() => {
     controller.abort(
       new MirrorfleetError(
         'TIMEOUT',
-        `${what} did not finish within the job time limit of ${seconds} s (limits.jobTimeoutSeconds, MIRRORFLEET_JOB_TIMEOUT_SECONDS); ` +
+        `${jobDescription} did not finish within the job time limit of ${seconds} s (limits.jobTimeoutSeconds, MIRRORFLEET_JOB_TIMEOUT_SECONDS); ` +
           'raise the limit for large images or slow registries',
       ),
     );
@@ -138,7 +138,7 @@ function startJobTimeLimit(seconds: number, what: string): JobTimeLimit {
   return {
     signal: controller.signal,
     race: async <T>(work: Promise<T>): Promise<T> => {
-      // The work goes on after the limit (it stops at the next blob); its late failure must not crash the process.
+      // The work goes on after the limit until no blob is left in flight; its late failure must not crash the process.
       work.catch(() => undefined);
       const expired = new Promise<never>((_resolve, reject) => {
         if (controller.signal.aborted) reject(controller.signal.reason as Error);
@@ -156,18 +156,19 @@ const REQUEST_TIMEOUT_CODES: Record<string, string> = {
 };
 
 /**
- * Returns a TIMEOUT error that names the per-request time limit when `error`, or an error it wraps,
- * is undici's headers or body timeout; otherwise returns `error` unchanged. Retryability is kept.
+ * Names the per-request time limit in a failure that undici's headers or body timeout caused. Returns a
+ * TIMEOUT error with the same retryability when `error`, or an error it wraps, is such a timeout, and
+ * `error` unchanged otherwise.
  */
 export function explainRequestTimeLimit(error: unknown, seconds: number): unknown {
   let current: unknown = error;
   for (let depth = 0; current instanceof Error && depth < 5; depth += 1) {
-    const what = REQUEST_TIMEOUT_CODES[(current as NodeJS.ErrnoException).code ?? ''];
-    if (what !== undefined) {
+    const symptom = REQUEST_TIMEOUT_CODES[(current as NodeJS.ErrnoException).code ?? ''];
+    if (symptom !== undefined) {
       const message = error instanceof Error ? error.message : String(error);
       return new MirrorfleetError(
         'TIMEOUT',
-        `${message}; ${what} within the request time limit of ${seconds} s (limits.requestTimeoutSeconds, MIRRORFLEET_REQUEST_TIMEOUT_SECONDS)`,
+        `${message}; ${symptom} within the request time limit of ${seconds} s (limits.requestTimeoutSeconds, MIRRORFLEET_REQUEST_TIMEOUT_SECONDS)`,
         { retryable: isRetryable(error) || !(error instanceof MirrorfleetError), cause: error },
       );
     }
