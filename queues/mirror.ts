@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { JobsOptions } from 'bullmq';
 import { InvalidInputError } from '../src/errors.ts';
 import { formatReference, parseReference } from '../src/image-ref/reference.ts';
+import { referenceForMessage } from '../src/image-ref/message-value.ts';
 import { formatPlatform, parsePlatform } from '../src/registry/media-types.ts';
 import { REFERRER_SELECTIONS, type CopiedReferrer, type FailedReferrer, type FallbackIndex } from '../src/registry/referrers.ts';
 
@@ -25,9 +26,15 @@ export const mirrorRequestSchema = z
   .strictObject({
     v: z.literal(1, { error: 'v must be 1, the only payload version' }),
     /** Source image reference, such as `docker.io/library/nginx:1.27` or `ghcr.io/org/app@sha256:...`. */
-    source: z.string({ error: 'source must be an image reference string' }).min(1, { error: 'source must not be empty' }).max(1024),
+    source: z
+      .string({ error: 'source must be an image reference string' })
+      .min(1, { error: 'source must not be empty' })
+      .max(1024, { error: 'source must be at most 1024 characters' }),
     /** Mirror registry, by its configured name or by its location HOST[:PORT][/PREFIX]. */
-    registry: z.string({ error: 'registry must be a string' }).min(1, { error: 'registry must not be empty' }).max(512),
+    registry: z
+      .string({ error: 'registry must be a string' })
+      .min(1, { error: 'registry must not be empty' })
+      .max(512, { error: 'registry must be at most 512 characters' }),
     mode: z.enum(['service', 'cluster'], { error: 'mode must be "service" or "cluster"' }).default('service'),
     cluster: idSchema('cluster'),
     service: idSchema('service').optional(),
@@ -68,11 +75,27 @@ export function parseMirrorRequest(payload: unknown): MirrorRequest {
   if (result.success) return result.data;
   const problems = result.error.issues.map((issue) => {
     const field = issue.path.join('.') || 'payload';
-    const value = valueAt(payload, issue.path);
-    const shown = value === undefined ? 'missing' : JSON.stringify(value)?.slice(0, 200);
-    return `${field} (${shown}): ${issue.message}`;
+    return `${field} (${describeValue(valueAt(payload, issue.path))}): ${issue.message}`;
   });
   throw new InvalidInputError(`invalid mirror request: ${problems.join('; ')}`);
+}
+
+/**
+ * Renders a rejected value for an error message: strings with anything that looks like credentials
+ * (`user:password@host`) replaced, and values JSON cannot print (BigInt, cycles) described by type.
+ */
+function describeValue(value: unknown): string {
+  if (value === undefined) return 'missing';
+  try {
+    const text = JSON.stringify(value, (_key, inner: unknown) => {
+      if (typeof inner === 'string') return referenceForMessage(inner);
+      if (typeof inner === 'bigint') return `${inner}n`;
+      return inner;
+    });
+    return text === undefined ? `a ${typeof value}` : text.slice(0, 200);
+  } catch {
+    return `a ${typeof value} that cannot be printed`;
+  }
 }
 
 function valueAt(payload: unknown, path: PropertyKey[]): unknown {

@@ -1,3 +1,4 @@
+import { referenceForMessage } from '../src/image-ref/message-value.ts';
 import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { WorkerDependencies } from './types.ts';
 import { isRetryable, MirrorfleetError } from '../src/errors.ts';
@@ -65,7 +66,7 @@ export function createCleanupWorker(options: WorkerDependencies): Worker {
       },
     };
 
-    const summary = { jobId: job.id, queue: CLEANUP_QUEUE, kind: request.kind, registry: request.registry ?? 'every', dryRun: request.dryRun, attempt };
+    const summary = { jobId: job.id, queue: CLEANUP_QUEUE, kind: request.kind, registry: request.registry === undefined ? 'every' : referenceForMessage(request.registry), dryRun: request.dryRun, attempt };
     try {
       const result = await run(request, context);
       const outcome = request.dryRun ? `${request.kind}-dry-run` : request.kind;

@@ -1,5 +1,6 @@
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { WorkerDependencies } from './types.ts';
+import { referenceForMessage } from '../src/image-ref/message-value.ts';
 import { isRetryable, MirrorfleetError } from '../src/errors.ts';
 import { mirrorImage, type MirrorContext } from '../src/mirror/mirror-image.ts';
 import { encodeJobFailure } from '../queues/job-errors.ts';
@@ -87,8 +88,9 @@ export function createMirrorWorker(options: WorkerDependencies): Worker {
         {
           jobId: job.id,
           queue: MIRROR_QUEUE,
-          source: request.source,
-          registry: request.registry,
+          // Request values are shown with anything that looks like user:password@ replaced.
+          source: referenceForMessage(request.source),
+          registry: referenceForMessage(request.registry),
           attempt,
           durationMs: Date.now() - started,
           code: error instanceof MirrorfleetError ? error.code : 'INTERNAL',

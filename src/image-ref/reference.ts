@@ -70,7 +70,7 @@ const EXPECTED_FORM = 'expected [registry/]repository[:tag][@digest], for exampl
  */
 export function parseReference(input: string): ImageReference {
   if (typeof input !== 'string') {
-    throw new InvalidReferenceError(String(input), `expected a string, got ${typeof input}`);
+    throw new InvalidReferenceError(`a ${input === null ? 'null' : typeof input}`, `expected a string, got ${input === null ? 'null' : typeof input}`);
   }
   const reject = (reason: string): never => {
     throw new InvalidReferenceError(referenceForMessage(input), reason);

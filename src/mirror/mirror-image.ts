@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { findMirrorRegistry, type Config } from '../config/config.ts';
 import { InvalidInputError, RegistryError } from '../errors.ts';
+import { referenceForMessage } from '../image-ref/message-value.ts';
 import { formatReference, parseReference, type ImageReference } from '../image-ref/reference.ts';
 import { createProvider } from '../providers/index.ts';
 import { copyImage, copyReferrers, type CopyImageOptions, type CopyProgress } from '../registry/copy.ts';
@@ -70,7 +71,7 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
   if (!registry) {
     const declared = config.mirrorRegistries.map((entry) => `${entry.name} (${entry.host}${entry.prefix ? `/${entry.prefix}` : ''})`).join(', ');
     throw new InvalidInputError(
-      `registry "${request.registry}" is not a declared mirror registry; declared: ${declared || 'none'} ` +
+      `registry "${referenceForMessage(request.registry)}" is not a declared mirror registry; declared: ${declared || 'none'} ` +
         '(declare it in MIRRORFLEET_MIRROR_REGISTRIES or the configuration file)',
     );
   }
