@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'UNSUPPORTED_MANIFEST'
   | 'MISSING_CHILD'
   | 'TIMEOUT'
+  | 'LOCK_LOST'
   | 'BUILD_FAILED'
   | 'GIT_FAILED'
   | 'INTERNAL';

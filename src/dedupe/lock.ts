@@ -51,14 +51,25 @@ export class LockTimeoutError extends MirrorfleetError {
   }
 }
 
+/** The lock expired or passed to another owner while its holder was still working. */
+export class LockLostError extends MirrorfleetError {
+  constructor(key: string, reason: string) {
+    super('LOCK_LOST', `lost lock ${key} while working: ${reason}; the work stopped and will be tried again`, { retryable: true });
+  }
+}
+
 /**
  * Runs `work` while holding the lock `key`. Waits (polling with backoff) while another owner holds it.
  * `onWait` is called once when the lock is busy at the first try.
+ *
+ * `work` receives a signal that aborts when the lock is lost: a renewal finds another owner, or no
+ * renewal has succeeded for a whole `ttlMs` (Redis unreachable), after which another worker may hold
+ * it. Work that honours the signal stops, so two holders never work at the same time for long.
  */
 export async function withLock<T>(
   redis: Redis,
   key: string,
-  work: () => Promise<T>,
+  work: (signal: AbortSignal) => Promise<T>,
   options: LockOptions = DEFAULT_LOCK_OPTIONS,
   onWait?: () => void,
 ): Promise<T> {
@@ -74,11 +85,21 @@ export async function withLock<T>(
     delay = Math.min(delay * 2, 500);
   }
 
+  const lost = new AbortController();
+  let renewedAt = Date.now();
   const renewal = setInterval(() => {
-    redis.eval(RENEW_SCRIPT, 1, key, token, String(options.ttlMs)).catch(() => undefined);
+    redis.eval(RENEW_SCRIPT, 1, key, token, String(options.ttlMs)).then(
+      (renewed) => {
+        if (renewed === 1) renewedAt = Date.now();
+        else lost.abort(new LockLostError(key, 'another owner holds it now'));
+      },
+      () => {
+        if (Date.now() - renewedAt >= options.ttlMs) lost.abort(new LockLostError(key, `no renewal succeeded for ${options.ttlMs} ms`));
+      },
+    );
   }, Math.max(10, Math.floor(options.ttlMs / 3)));
   try {
-    return await work();
+    return await work(lost.signal);
   } finally {
     clearInterval(renewal);
     await redis.eval(RELEASE_SCRIPT, 1, key, token).catch(() => undefined);

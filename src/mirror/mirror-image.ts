@@ -120,9 +120,9 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
     onBlobStored: (digest, repository) => locations.record(provider.host, digest, repository),
     blobGate: async (digest, work) => {
       hooks.signal?.throwIfAborted();
-      return withLock(redis, blobLockKey(keys, provider.host, digest), async () => {
+      return withLock(redis, blobLockKey(keys, provider.host, digest), async (lockLost) => {
         hooks.signal?.throwIfAborted();
-        const stored = await work();
+        const stored = await work(hooks.signal ? AbortSignal.any([hooks.signal, lockLost]) : lockLost);
         hooks.signal?.throwIfAborted();
         return stored;
       }, locks);

@@ -17,6 +17,8 @@ export interface BlobTransferOptions {
   chunkBytes: number;
   /** Called with the number of bytes that just passed through. */
   onBytes?: (bytes: number) => void;
+  /** Aborts the transfer: the source stream is destroyed, so the upload fails before it completes. */
+  signal?: AbortSignal | undefined;
 }
 
 export interface BlobTransferEnds {
@@ -76,10 +78,13 @@ export class DigestVerifier extends Transform {
  */
 export async function transferBlob(ends: BlobTransferEnds, digest: string, size: number, options: BlobTransferOptions): Promise<number> {
   const { source, target, sourceRepository, targetRepository } = ends;
+  options.signal?.throwIfAborted();
   const blob = await openResumableBlob(source, sourceRepository, digest, source.retryPolicy.maxAttempts - 1);
   const verifier = new DigestVerifier(digest, size, options.onBytes);
   blob.on('error', (error) => verifier.destroy(error));
   blob.pipe(verifier);
+  const onAbort = () => blob.destroy(options.signal!.reason as Error);
+  options.signal?.addEventListener('abort', onAbort, { once: true });
 
   try {
     let location = ends.location;
@@ -107,7 +112,12 @@ export async function transferBlob(ends: BlobTransferEnds, digest: string, size:
     if (!end.done) throw new DigestMismatchError(`blob ${digest} sent more than the ${size} bytes its descriptor states`);
     await target.finishUpload(targetRepository, location, digest);
     return size;
+  } catch (error) {
+    // An abort surfaces as whatever the broken stream caused; report the abort's own reason instead.
+    if (options.signal?.aborted) throw options.signal.reason;
+    throw error;
   } finally {
+    options.signal?.removeEventListener('abort', onAbort);
     blob.destroy();
     verifier.destroy();
   }

@@ -46,7 +46,7 @@ export interface CopyImageOptions {
    * Wraps the transfer of one blob; the fleet passes a Redis lock here so that only one worker copies a
    * given blob into a registry at a time. `work` is re-run when given, so it checks presence first.
    */
-  blobGate?: <T>(digest: string, work: () => Promise<T>) => Promise<T>;
+  blobGate?: <T>(digest: string, work: (signal?: AbortSignal) => Promise<T>) => Promise<T>;
   /** Blobs up to this size are uploaded in one request. Default 16 MiB. */
   monolithicMaxBytes?: number;
   /** Chunk size of chunked uploads. Each running transfer keeps one chunk in memory. Default 16 MiB. */
@@ -441,15 +441,16 @@ class ImageCopier {
   }
 
   private async copyBlob(descriptor: Descriptor): Promise<void> {
-    const gate = this.options.blobGate ?? (<T>(_digest: string, work: () => Promise<T>) => work());
+    const gate = this.options.blobGate ?? (<T>(_digest: string, work: (signal?: AbortSignal) => Promise<T>) => work());
     // The record is written inside the gate, so a worker that waited for the gate finds it and mounts.
-    await gate(descriptor.digest, async () => {
-      await this.copyBlobUngated(descriptor);
+    // The gate's signal aborts when the gate is lost (a lock that expired), stopping the transfer.
+    await gate(descriptor.digest, async (signal) => {
+      await this.copyBlobUngated(descriptor, signal);
       await this.options.onBlobStored?.(descriptor.digest, this.target.repository);
     });
   }
 
-  private async copyBlobUngated(descriptor: Descriptor): Promise<void> {
+  private async copyBlobUngated(descriptor: Descriptor, signal?: AbortSignal): Promise<void> {
     const { client: target, repository } = this.target;
     const { digest, size } = descriptor;
 
@@ -492,12 +493,14 @@ class ImageCopier {
             onBytes: (bytes) => {
               this.counts.bytes.pulled += bytes;
             },
+            signal,
           },
         );
         this.counts.bytes.pushed += pushed;
         this.counts.blobs.copied += 1;
         return;
       } catch (error) {
+        if (signal?.aborted) throw signal.reason;
         if (!isRetryable(error) && !isNetworkError(error)) throw error;
         if (attempt >= attempts) throw error;
         location = undefined;
