@@ -175,9 +175,17 @@ export interface MirrorResult {
 
 /** Progress a running mirror job reports. */
 export interface MirrorProgress {
-  stage: 'resolving' | 'copying' | 'done';
+  /** `waiting` while a request waits for a registry's rate limit; `waiting` then says which and why. */
+  stage: 'resolving' | 'copying' | 'waiting' | 'done';
   blobsDone: number;
   blobsTotal: number;
   bytesPulled: number;
   bytesPushed: number;
+  waiting?: {
+    registry: string;
+    /** `window`, `not-before` (a 429 or Retry-After), `quota` (pull quota below the floor), `concurrency` or `rate`. */
+    reason: string;
+    /** Expected wait in milliseconds; 0 when unknown. */
+    expectedMs: number;
+  };
 }

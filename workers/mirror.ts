@@ -1,6 +1,7 @@
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { WorkerDependencies } from './types.ts';
 import { referenceForMessage } from '../src/image-ref/message-value.ts';
+import { withRateLimitListener, type RateLimitWait } from '../src/ratelimit/waits.ts';
 import { isRetryable, MirrorfleetError } from '../src/errors.ts';
 import { mirrorImage, type MirrorContext } from '../src/mirror/mirror-image.ts';
 import { encodeJobFailure } from '../queues/job-errors.ts';
@@ -33,19 +34,31 @@ export function createMirrorWorker(options: WorkerDependencies): Worker {
     }
 
     let lastProgress = 0;
+    let latest: MirrorProgress = { stage: 'resolving', blobsDone: 0, blobsTotal: 0, bytesPulled: 0, bytesPushed: 0 };
+    const report = (update: MirrorProgress) => {
+      latest = update;
+      job.updateProgress(update as unknown as object).catch(() => undefined);
+    };
+    // A request waiting for a registry's rate limit shows in the job's progress with its reason.
+    const onRateLimitWait = (wait: RateLimitWait) => {
+      const { waiting: _previous, ...rest } = latest;
+      if (wait.phase === 'start') report({ ...rest, stage: 'waiting', waiting: { registry: wait.registry, reason: wait.reason, expectedMs: wait.waitMs } });
+      else report({ ...rest, stage: 'copying' });
+    };
     const timeLimit = startJobTimeLimit(options.config.limits.jobTimeoutSeconds, `mirror job ${job.id} (${request.source})`);
     try {
-      const running = mirrorImage(request, context, {
-        jobId: job.id!,
-        signal: timeLimit.signal,
-        onProgress: (progress) => {
-          const now = Date.now();
-          if (now - lastProgress < PROGRESS_INTERVAL_MS && progress.blobsDone < progress.blobsTotal) return;
-          lastProgress = now;
-          const update: MirrorProgress = { stage: 'copying', ...progress };
-          job.updateProgress(update as unknown as object).catch(() => undefined);
-        },
-      });
+      const running = withRateLimitListener(onRateLimitWait, () =>
+        mirrorImage(request, context, {
+          jobId: job.id!,
+          signal: timeLimit.signal,
+          onProgress: (progress) => {
+            const now = Date.now();
+            if (now - lastProgress < PROGRESS_INTERVAL_MS && progress.blobsDone < progress.blobsTotal) return;
+            lastProgress = now;
+            report({ stage: 'copying', ...progress });
+          },
+        }),
+      );
       const result = await timeLimit.race(running);
       const seconds = (Date.now() - started) / 1000;
       metrics.jobs.inc({ queue: MIRROR_QUEUE, outcome: result.action });

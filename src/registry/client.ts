@@ -15,6 +15,7 @@ import {
   TransientResponse,
   type GatePermit,
   type RequestGate,
+  type RequestKind,
   type RetryEvent,
   type RetryPolicy,
 } from './retry.ts';
@@ -462,13 +463,13 @@ export class RegistryClient {
     return new URL(`${this.origin}/v2/${path}`);
   }
 
-  private budget(operation: string): RetryBudget {
-    return new RetryBudget({ registry: this.registry, operation, policy: this.retryPolicy, onRetry: this.onRetry });
+  private budget(operation: string, kind: RequestKind = 'upload'): RetryBudget {
+    return new RetryBudget({ registry: this.registry, operation, kind, policy: this.retryPolicy, onRetry: this.onRetry });
   }
 
   /** Runs `attempt` until it returns or throws something other than a transient failure, within one retry budget. */
-  private async retrying<T>(call: Pick<Call, 'operation' | 'body'>, attempt: () => Promise<T>): Promise<T> {
-    const budget = this.budget(call.operation);
+  private async retrying<T>(call: Pick<Call, 'operation' | 'body' | 'method' | 'url'>, attempt: () => Promise<T>): Promise<T> {
+    const budget = this.budget(call.operation, requestKind(call.method, call.url));
     for (;;) {
       try {
         return await attempt();

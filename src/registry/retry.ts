@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { currentRateLimitListener } from '../ratelimit/waits.ts';
 import { InvalidInputError, MirrorfleetError, RegistryError } from '../errors.ts';
 import { redact } from '../log/redact.ts';
 
@@ -161,6 +162,8 @@ export function requestKind(method: string, url: URL): RequestKind {
 export interface RetryContext {
   registry: string;
   operation: string;
+  /** Kind of the request, for the rate-limit waits reported to the running job. */
+  kind: RequestKind;
   policy: RetryPolicy;
   onRetry?: ((event: RetryEvent) => void) | undefined;
 }
@@ -199,7 +202,13 @@ export class RetryBudget {
       waitMs,
       reason: failure instanceof TransientResponse ? String(failure.status) : networkErrorCode(failure),
     });
+    // A wait that the registry asked for (429, or Retry-After) shows in the running job's progress.
+    const askedByRegistry = failure instanceof TransientResponse && (failure.status === 429 || failure.retryAfterMs !== undefined);
+    const listener = askedByRegistry ? currentRateLimitListener() : undefined;
+    const wait = { registry: this.context.registry, kind: this.context.kind, reason: 'not-before' as const };
+    listener?.({ ...wait, phase: 'start', waitMs });
     await sleep(waitMs);
+    listener?.({ ...wait, phase: 'end', waitMs });
   }
 
   private waitFor(failure: unknown): number {

@@ -64,11 +64,15 @@ export const mirrorResultSchema = z.object({
 });
 
 export const mirrorProgressSchema = z.object({
-  stage: z.enum(['resolving', 'copying', 'done']),
+  stage: z.enum(['resolving', 'copying', 'waiting', 'done']),
   blobsDone: count,
   blobsTotal: count,
   bytesPulled: count,
   bytesPushed: count,
+  waiting: z
+    .object({ registry: z.string(), reason: z.string(), expectedMs: count })
+    .optional()
+    .meta({ description: "Present while a request waits for a registry's rate limit: which registry, why, and the expected wait in ms." }),
 });
 
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
