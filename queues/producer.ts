@@ -31,6 +31,7 @@ export class MirrorfleetProducer {
   private readonly connection: Redis;
   private readonly prefix: string;
   private events: QueueEvents | undefined;
+  private readonly ownConnections: Redis[] = [];
   private readonly secretKey: SecretKey | undefined;
   private buildQueue: Queue | undefined;
   private buildEvents: QueueEvents | undefined;
@@ -107,7 +108,7 @@ export class MirrorfleetProducer {
   /** Waits for the build job `jobId` to finish. */
   async waitForBuild(jobId: string, options: { timeoutMs: number }): Promise<BuildResult> {
     const queue = this.buildJobs();
-    this.buildEvents ??= new QueueEvents(BUILD_QUEUE, { connection: this.connection.duplicate(), prefix: this.prefix });
+    this.buildEvents ??= new QueueEvents(BUILD_QUEUE, { connection: this.dedicatedConnection(), prefix: this.prefix });
     await this.buildEvents.waitUntilReady();
     const job = await Job.fromId(queue, jobId);
     if (!job) throw new MirrorfleetError('INVALID_INPUT', `job ${jobId} does not exist in queue ${BUILD_QUEUE} (finished jobs are kept for a day)`);
@@ -142,7 +143,7 @@ export class MirrorfleetProducer {
   /** Waits for the cleanup job `jobId` to finish. */
   async waitForCleanup(jobId: string, options: { timeoutMs: number }): Promise<CleanupResult> {
     const queue = this.cleanupJobs();
-    this.cleanupEvents ??= new QueueEvents(CLEANUP_QUEUE, { connection: this.connection.duplicate(), prefix: this.prefix });
+    this.cleanupEvents ??= new QueueEvents(CLEANUP_QUEUE, { connection: this.dedicatedConnection(), prefix: this.prefix });
     await this.cleanupEvents.waitUntilReady();
     const job = await Job.fromId(queue, jobId);
     if (!job) throw new MirrorfleetError('INVALID_INPUT', `job ${jobId} does not exist in queue ${CLEANUP_QUEUE} (finished jobs are kept for a week)`);
@@ -173,6 +174,13 @@ export class MirrorfleetProducer {
     return this.queue;
   }
 
+  /** A connection of its own for a QueueEvents, which blocks on reads; closed by `close`. */
+  private dedicatedConnection(): Redis {
+    const connection = this.connection.duplicate();
+    this.ownConnections.push(connection);
+    return connection;
+  }
+
   async close(): Promise<void> {
     await this.events?.close();
     await this.queue.close();
@@ -180,11 +188,13 @@ export class MirrorfleetProducer {
     await this.buildQueue?.close();
     await this.cleanupEvents?.close();
     await this.cleanupQueue?.close();
+    // BullMQ leaves a connection it was given open, so the ones made here are closed here.
+    for (const connection of this.ownConnections) connection.disconnect();
   }
 
   private async queueEvents(): Promise<QueueEvents> {
     if (!this.events) {
-      this.events = new QueueEvents(MIRROR_QUEUE, { connection: this.connection.duplicate(), prefix: this.prefix });
+      this.events = new QueueEvents(MIRROR_QUEUE, { connection: this.dedicatedConnection(), prefix: this.prefix });
       await this.events.waitUntilReady();
     }
     return this.events;

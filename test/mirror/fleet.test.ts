@@ -155,6 +155,21 @@ describe('mirror fleet', () => {
     await expect(producer.mirror({ ...request('x'), service: undefined })).rejects.toThrow(/service/);
   });
 
+  test('producer close leaves no connection open', async () => {
+    const name = `probe-${randomBytes(3).toString('hex')}`;
+    const own = new Redis(redis.url, { maxRetriesPerRequest: null, connectionName: name });
+    const probe = new MirrorfleetProducer({ connection: own, prefix: keyPrefix });
+    await probe.mirrorAndWait(request('svc-0'), { timeoutMs: 60_000 });
+
+    await probe.close();
+    own.disconnect();
+
+    const admin = new Redis(redis.url);
+    const clients = ((await admin.call('CLIENT', 'LIST')) as string).split('\n').filter((line) => line.includes(`name=${name}`));
+    admin.disconnect();
+    expect(clients, 'connections of the closed producer').toEqual([]);
+  });
+
   test('CLI prints the result as JSON with --json --wait', async () => {
     const run = await runCli(['mirror', `${source.host}/library/hello-world:latest`, '--registry', 'prefixed', '--cluster', 'cli', '--service', 'web', '--platform', 'linux/arm64', '--json', '--wait'], env);
 
