@@ -81,7 +81,8 @@ export async function withLock<T>(
     if (!waited) onWait?.();
     waited = true;
     if (Date.now() > deadline) throw new LockTimeoutError(key, options.waitMs);
-    await sleep(delay);
+    // Jitter spreads waiters that started together, so each poll round lets more than one of them in.
+    await sleep(delay / 2 + Math.random() * (delay / 2));
     delay = Math.min(delay * 2, 500);
   }
 

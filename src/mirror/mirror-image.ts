@@ -139,9 +139,9 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
 
   return withLease(store, provider.host, target.repository, async (lease) => {
     let mediaType: string | undefined;
-    const mirrored = await withLock<MirrorResult>(redis, manifestLockKey(keys, provider.host, target.repository, target.tag), async () => {
-      // 2. Warm path without a platform filter: one HEAD at each side decides, and then the referrers,
-      //    which may have been added at the source since the image was copied.
+    // 2. Warm path without a platform filter: one HEAD at each side decides, and then the referrers,
+    //    which may have been added at the source since the image was copied.
+    const warm = async (): Promise<MirrorResult | undefined> => {
       if (!request.platforms?.length) {
         const sourceDigest = source.digest ?? (await resolveDigest(sourceClient, source));
         const current = await targetClient.headManifest(target.repository, target.tag);
@@ -166,8 +166,11 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
           };
         }
       }
+      return undefined;
+    };
 
-      // 3 and 4. Copy, with blobs deduplicated across the fleet.
+    // 3 and 4. Copy, with blobs deduplicated across the fleet.
+    const copy = async (): Promise<MirrorResult> => {
       const result = await copyImage(sourceLocation, { client: targetClient, repository: target.repository, tag: target.tag }, {
         ...(request.platforms?.length ? { platforms: request.platforms.map(parsePlatform) } : {}),
         ...copyOptions,
@@ -189,7 +192,23 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
         ...referrerFields(referrers, result),
         durationMs: Date.now() - started,
       };
-    }, locks);
+    };
+
+    // The warm check runs before the tag lock, so a fleet asking for an image already in place never
+    // queues on the lock; under the lock it runs again only when another worker held it first (and may
+    // have just copied the image).
+    let waited = false;
+    const mirrored =
+      (await warm()) ??
+      (await withLock<MirrorResult>(
+        redis,
+        manifestLockKey(keys, provider.host, target.repository, target.tag),
+        async () => (waited ? await warm() : undefined) ?? (await copy()),
+        locks,
+        () => {
+          waited = true;
+        },
+      ));
 
     const image: ImageName = { repository: target.repository, tag: target.tag, digest: mirrored.digest };
     // Referrers and their fallback tag indexes belong to their subject: they go with it, never before it.

@@ -47,7 +47,7 @@ export interface CopyImageOptions {
    * given blob into a registry at a time. `work` is re-run when given, so it checks presence first.
    */
   blobGate?: <T>(digest: string, work: (signal?: AbortSignal) => Promise<T>) => Promise<T>;
-  /** Blobs up to this size are uploaded in one request. Default 16 MiB. */
+  /** Blobs up to this size are streamed in one request. Default 16 MiB here; the configuration's default is 128 MiB. */
   monolithicMaxBytes?: number;
   /** Chunk size of chunked uploads. Each running transfer keeps one chunk in memory. Default 16 MiB. */
   chunkBytes?: number;

@@ -59,7 +59,7 @@ const DEFAULT_CONFIG: Config = {
   mirrorRegistries: [],
   registries: [],
   allowNetworks: [],
-  copy: { monolithicMaxBytes: 16 * 1024 * 1024, chunkBytes: 16 * 1024 * 1024, blobConcurrency: 4 },
+  copy: { monolithicMaxBytes: 128 * 1024 * 1024, chunkBytes: 16 * 1024 * 1024, blobConcurrency: 4 },
   worker: { concurrency: 4, metricsPort: 9464, shutdownGraceSeconds: 30 },
   limits: { jobTimeoutSeconds: 1800, requestTimeoutSeconds: 60 },
   build: { builder: 'auto', concurrency: 1, timeoutSeconds: 3600, cacheRetentionSeconds: 30 * 86_400 },
@@ -104,7 +104,7 @@ describe('loadConfig defaults', () => {
       },
     ]);
     expect(config.registries).toEqual([{ host: 'registry.example', insecure: false }]);
-    expect(config.copy).toEqual({ monolithicMaxBytes: 16 * 1024 * 1024, chunkBytes: 16 * 1024 * 1024, blobConcurrency: 8 });
+    expect(config.copy).toEqual({ monolithicMaxBytes: 128 * 1024 * 1024, chunkBytes: 16 * 1024 * 1024, blobConcurrency: 8 });
     expect(config.worker).toEqual({ concurrency: 4, metricsPort: 0, shutdownGraceSeconds: 30 });
   });
 
