@@ -48,7 +48,11 @@ const commonShape = {
   v: z.literal(1, { error: 'v must be 1, the only payload version' }),
   git: gitSchema,
   /** Mirror registry, by its configured name or by its location HOST[:PORT][/PREFIX]. */
-  registry: z.string({ error: 'registry must be a string' }).min(1, { error: 'registry must not be empty' }).max(512),
+  registry: z
+    .string({ error: 'registry must be a string' })
+    .min(1, { error: 'registry must not be empty' })
+    .max(512, { error: 'registry must be at most 512 characters' })
+    .refine((value) => !value.includes('@'), { error: 'registry must be a configured name or HOST[:PORT][/PREFIX], without credentials (they belong in the configuration)' }),
   cluster: idSchema('cluster'),
   service: idSchema('service'),
   /** Target platforms, such as `linux/amd64`; the worker's own platform when absent. */

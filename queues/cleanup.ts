@@ -24,7 +24,8 @@ const idSchema = (field: string) =>
 const registrySchema = z
   .string({ error: 'registry must be a string' })
   .min(1, { error: 'registry must not be empty' })
-  .max(512)
+  .max(512, { error: 'registry must be at most 512 characters' })
+  .refine((value) => !value.includes('@'), { error: 'registry must be a configured name or HOST[:PORT][/PREFIX], without credentials (they belong in the configuration)' })
   .optional();
 const dryRunSchema = z.boolean({ error: 'dryRun must be true or false' }).default(false);
 

@@ -34,7 +34,8 @@ export const mirrorRequestSchema = z
     registry: z
       .string({ error: 'registry must be a string' })
       .min(1, { error: 'registry must not be empty' })
-      .max(512, { error: 'registry must be at most 512 characters' }),
+      .max(512, { error: 'registry must be at most 512 characters' })
+      .refine((value) => !value.includes('@'), { error: 'registry must be a configured name or HOST[:PORT][/PREFIX], without credentials (they belong in the configuration)' }),
     mode: z.enum(['service', 'cluster'], { error: 'mode must be "service" or "cluster"' }).default('service'),
     cluster: idSchema('cluster'),
     service: idSchema('service').optional(),

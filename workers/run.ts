@@ -1,5 +1,5 @@
 import type { Worker } from 'bullmq';
-import { Redis } from 'ioredis';
+import { createRedisConnection } from '../src/redis/connection.ts';
 import type { Server } from 'node:http';
 import type { Config } from '../src/config/config.ts';
 import { createLogger, type Logger } from '../src/log/logger.ts';
@@ -52,7 +52,7 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
   const { config } = options;
   const logger = options.logger ?? createLogger(config.logLevel);
   const metrics = new Metrics();
-  const connection = new Redis(config.redis.url, { maxRetriesPerRequest: null });
+  const connection = createRedisConnection(config.redis, { maxRetriesPerRequest: null });
   connection.on('error', (error: Error) => logger.warn({ error: error.message }, 'redis connection error; reconnecting'));
 
   const requestTimeoutMs = config.limits.requestTimeoutSeconds * 1000;

@@ -1,5 +1,6 @@
 import Fastify, { LogController, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type onRequestHookHandler } from 'fastify';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { createRedisConnection } from '../redis/connection.ts';
 import type { ApiScope, Config } from '../config/config.ts';
 import { MirrorfleetError } from '../errors.ts';
 import type { Logger } from '../log/logger.ts';
@@ -65,7 +66,7 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   }
 
   // Queue commands fail at once while Redis is unreachable (503), instead of queueing up in memory.
-  const connection = new Redis(config.redis.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
+  const connection = createRedisConnection(config.redis, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
   logConnectionErrors(connection, logger);
   try {
     await waitForReady(connection, options.redisTimeoutMs ?? 30_000);

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { FastifySchemaCompiler } from 'fastify';
 import { describeValue } from '../config/problems.ts';
+import { referenceForMessage } from '../image-ref/message-value.ts';
 
 /**
  * Request validation with zod inside fastify. Each route's schemas are zod schemas, and fastify receives
@@ -101,7 +102,9 @@ export function describeIssues(
       continue;
     }
     const lastKey = issue.path.at(-1);
-    problems.push({ field, message: `${issue.message} (found ${describeValue(typeof lastKey === 'string' ? lastKey : field, value)})` });
+    // A string may carry user information (user:password@host/app), which is redacted before it is shown.
+    const displayed = typeof value === 'string' && value.includes('@') ? referenceForMessage(value) : value;
+    problems.push({ field, message: `${issue.message} (found ${describeValue(typeof lastKey === 'string' ? lastKey : field, displayed)})` });
   }
   return problems;
 }

@@ -1,5 +1,5 @@
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
-import { Redis } from 'ioredis';
+import { createRedisConnection } from '../redis/connection.ts';
 import type { Config } from '../config/config.ts';
 import { MirrorfleetProducer } from '../../queues/producer.ts';
 import type { MirrorResult } from '../../queues/mirror.ts';
@@ -21,7 +21,7 @@ export function positiveInteger(name: string, value: string | undefined, fallbac
 }
 
 export function producerFor(config: Config): MirrorfleetProducer {
-  const connection = new Redis(config.redis.url, { maxRetriesPerRequest: null });
+  const connection = createRedisConnection(config.redis, { maxRetriesPerRequest: null });
   return new MirrorfleetProducer({ connection, prefix: config.redis.keyPrefix });
 }
 

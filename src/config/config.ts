@@ -29,10 +29,11 @@
  */
 
 import { registerSecret } from '../log/redact.ts';
+import { CLUSTER_KEY_PREFIX_EXPECTED, hasHashTag, parseRedisUrl, redisUrlPassword } from '../redis/url.ts';
 import { ENV, readEnvironment, type EnvironmentOverrides } from './env.ts';
 import { readConfigFile } from './file.ts';
 import { normaliseHost, splitLocation } from './formats.ts';
-import { configErrorFor, type ConfigProblem } from './problems.ts';
+import { configErrorFor, invalidValue, type ConfigProblem } from './problems.ts';
 import { configFileSchema, RATE_LIMIT_DEFAULTS, type BuilderChoice, type LogLevel } from './schema.ts';
 
 export { configFileSchema, LOG_LEVELS, type LogLevel } from './schema.ts';
@@ -154,6 +155,10 @@ export interface HostRateLimit {
   maxConcurrent?: number;
   /** Manifest GETs pause while the host's `RateLimit-Remaining` is below this; 0 turns the pause off. */
   pullQuotaFloor?: number;
+  /** Lowest rate that 429 responses cut the fleet's request rate to; default a tenth of `requestsPerSecond`. */
+  minRequestsPerSecond?: number;
+  /** Requests per second that a cut rate regains per second of healthy responses; default `requestsPerSecond` / 60. */
+  rateRecoveryPerSecond?: number;
 }
 
 /** Fleet-wide politeness toward registries. */
@@ -247,6 +252,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 
   const config = applyOverrides(base ?? configFileSchema.parse({}), environment.overrides);
   registerSecrets(config);
+  // The URL and the prefix may come from different sources, so they are checked together after merging.
+  if (parseRedisUrl(config.redis.url)?.kind === 'cluster' && !hasHashTag(config.redis.keyPrefix)) {
+    throw configErrorFor([invalidValue('redis.keyPrefix', config.redis.keyPrefix, CLUSTER_KEY_PREFIX_EXPECTED)], undefined);
+  }
   return config;
 }
 
@@ -333,10 +342,10 @@ function registerSecrets(config: Config): void {
   registerSecret(config.secretKeyPrevious);
 
   // The Redis password is percent-encoded in the URL, so register it both as written and decoded.
-  const redisPassword = new URL(config.redis.url).password;
-  if (redisPassword !== '') {
+  const redisPassword = redisUrlPassword(config.redis.url);
+  if (redisPassword !== undefined) {
     registerSecret(redisPassword);
-    registerSecret(decodeURIComponent(redisPassword));
+    registerSecret(encodeURIComponent(redisPassword));
   }
 }
 

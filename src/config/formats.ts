@@ -5,6 +5,7 @@
  */
 
 import { isIPv4, isIPv6 } from 'node:net';
+import { parseRedisUrl } from '../redis/url.ts';
 
 /** Mirror registry names: short, lowercase, usable in metric labels and job payloads as they are. */
 export const MIRROR_REGISTRY_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -96,15 +97,12 @@ export function isCidr(text: string): boolean {
   return Number(length) <= bits;
 }
 
-/** Checks that `text` is a `redis://` or `rediss://` URL that names a host. */
+/**
+ * Checks that `text` is a Redis connection URL: `redis://` or `rediss://` with a host, or the Sentinel and
+ * Cluster forms `redis+sentinel://HOST:PORT,…/MASTER_NAME` and `redis+cluster://HOST:PORT,…`.
+ */
 export function isRedisUrl(text: string): boolean {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    return false;
-  }
-  return (url.protocol === 'redis:' || url.protocol === 'rediss:') && url.hostname !== '';
+  return parseRedisUrl(text) !== undefined;
 }
 
 /**

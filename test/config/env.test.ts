@@ -300,8 +300,23 @@ describe('scalar variables', () => {
 
   it('rejects other URL schemes', () => {
     expect(singleProblem({ MIRRORFLEET_REDIS_URL: 'http://127.0.0.1:6379' })).toBe(
-      'MIRRORFLEET_REDIS_URL: invalid value "http://127.0.0.1:6379"; expected a URL starting with redis:// or rediss://, such as redis://127.0.0.1:6379',
+      'MIRRORFLEET_REDIS_URL: invalid value "http://127.0.0.1:6379"; expected a URL starting with redis:// or rediss://, such as redis://127.0.0.1:6379, or a Sentinel or Cluster URL such as redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster or redis+cluster://10.0.0.1:6379,10.0.0.2:6379',
     );
+  });
+
+  it('accepts Sentinel and Cluster URLs', () => {
+    const sentinel = 'redis+sentinel://:pw-sentinel-1@10.0.0.1:26379,10.0.0.2:26379/mymaster';
+    const cluster = 'redis+cluster://10.0.0.1:7000,10.0.0.2:7001';
+
+    expect(loadConfig({ MIRRORFLEET_REDIS_URL: sentinel }).redis.url).toBe(sentinel);
+    expect(loadConfig({ MIRRORFLEET_REDIS_URL: cluster, MIRRORFLEET_KEY_PREFIX: '{fleet}' }).redis.url).toBe(cluster);
+  });
+
+  it('hides the Sentinel URL password', () => {
+    const line = singleProblem({ MIRRORFLEET_REDIS_URL: 'redis+sentinel://:redis-secret-2@10.0.0.1:26379' });
+
+    expect(line).toContain('invalid value "redis+sentinel://<redacted>@10.0.0.1:26379"');
+    expect(line).not.toContain('redis-secret-2');
   });
 
   it('hides the Redis password', () => {

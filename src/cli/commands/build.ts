@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { QueueEvents } from 'bullmq';
-import { Redis } from 'ioredis';
+import { createRedisConnection } from '../../redis/connection.ts';
 import { loadConfig, type Config } from '../../config/config.ts';
 import { MirrorfleetError } from '../../errors.ts';
 import { redact } from '../../log/redact.ts';
@@ -61,7 +61,7 @@ export async function runBuild(args: string[]): Promise<number> {
 
   const config = loadConfig();
   const producer = new MirrorfleetProducer({
-    connection: new Redis(config.redis.url, { maxRetriesPerRequest: null }),
+    connection: createRedisConnection(config.redis, { maxRetriesPerRequest: null }),
     prefix: config.redis.keyPrefix,
     ...(config.secretKey === undefined ? {} : { secretKey: config.secretKey }),
   });
@@ -105,7 +105,7 @@ async function waitAndPrint(producer: MirrorfleetProducer, config: Config, jobId
   const showProgress = process.stderr.isTTY && !json;
   let events: QueueEvents | undefined;
   if (showProgress) {
-    events = new QueueEvents(BUILD_QUEUE, { connection: new Redis(config.redis.url, { maxRetriesPerRequest: null }), prefix: config.redis.keyPrefix });
+    events = new QueueEvents(BUILD_QUEUE, { connection: createRedisConnection(config.redis, { maxRetriesPerRequest: null }), prefix: config.redis.keyPrefix });
     events.on('progress', ({ jobId: id, data }) => {
       if (id === jobId) process.stderr.write(`\r  ${(data as unknown as BuildProgress).stage}   `);
     });

@@ -1,5 +1,5 @@
 import { Job, Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import { createRedisConnection } from '../../redis/connection.ts';
 import { loadConfig } from '../../config/config.ts';
 import { decodeJobFailure } from '../../../queues/job-errors.ts';
 import { BUILD_QUEUE } from '../../../queues/build.ts';
@@ -18,7 +18,7 @@ export async function showJob(args: string[]): Promise<number> {
   const jobId = positionals[0]!;
 
   const config = loadConfig();
-  const connection = new Redis(config.redis.url, { maxRetriesPerRequest: null });
+  const connection = createRedisConnection(config.redis, { maxRetriesPerRequest: null });
   const queues = (requested ? [requested] : QUEUES).map((name) => new Queue(name, { connection, prefix: config.redis.keyPrefix }));
   try {
     for (const queue of queues) {

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { QueueEvents } from 'bullmq';
-import { Redis } from 'ioredis';
+import { createRedisConnection } from '../../redis/connection.ts';
 import { loadConfig, type Config } from '../../config/config.ts';
 import { MirrorfleetError } from '../../errors.ts';
 import { redact } from '../../log/redact.ts';
@@ -99,7 +99,7 @@ async function waitAndPrint(producer: MirrorfleetProducer, config: Config, jobId
   const showProgress = process.stderr.isTTY && !json;
   let events: QueueEvents | undefined;
   if (showProgress) {
-    events = new QueueEvents(MIRROR_QUEUE, { connection: new Redis(config.redis.url, { maxRetriesPerRequest: null }), prefix: config.redis.keyPrefix });
+    events = new QueueEvents(MIRROR_QUEUE, { connection: createRedisConnection(config.redis, { maxRetriesPerRequest: null }), prefix: config.redis.keyPrefix });
     events.on('progress', ({ jobId: id, data }) => {
       if (id !== jobId) return;
       const progress = data as unknown as MirrorProgress;
