@@ -20,6 +20,17 @@ export interface HostLimits {
   maxConcurrent: number;
   /** Manifest GETs pause while the host's last `RateLimit-Remaining` is below this; 0 turns it off. */
   pullQuotaFloor: number;
+  /**
+   * Lowest request rate that 429 responses can cut the shared rate to. Default a tenth of
+   * `requestsPerSecond`; it is never above `requestsPerSecond`.
+   */
+  minRequestsPerSecond?: number;
+  /**
+   * Requests per second that the shared rate regains per second of healthy responses after a cut.
+   * Default `requestsPerSecond` / 60, so a rate cut in half returns to the configured one after 30 s.
+   * NOTE: the default is an estimate; no registry publishes how fast its limit forgives.
+   */
+  rateRecoveryPerSecond?: number;
 }
 
 /** Durations of the budget, in milliseconds. */
@@ -34,6 +45,8 @@ export interface BudgetTimings {
   maxPauseMs: number;
   /** Time after which the keys of a host that no request used expire. */
   idleExpiryMs: number;
+  /** Minimum time between two cuts of the shared rate, so that one burst of 429 responses cuts it once. */
+  rateCutCooldownMs: number;
 }
 
 export const DEFAULT_BUDGET_TIMINGS: BudgetTimings = {
@@ -42,7 +55,11 @@ export const DEFAULT_BUDGET_TIMINGS: BudgetTimings = {
   pauseAfter429Ms: 2_000,
   maxPauseMs: 10 * 60_000,
   idleExpiryMs: 24 * 3_600_000,
+  rateCutCooldownMs: 1_000,
 };
+
+/** Factor that a 429 applies to the shared request rate. */
+export const RATE_DECREASE = 0.5;
 
 /** Why a request may not start yet. With `probe`, the caller sends a quota probe first. */
 export type BudgetWaitReason = 'not-before' | 'quota' | 'probe' | 'concurrency' | 'rate';
@@ -56,6 +73,8 @@ export interface BudgetReport {
   notBefore: number;
   /** Number of 429 and 503 responses to requests of the reported kind so far. */
   congestion: number;
+  /** Requests per second that the fleet keeps now: the configured rate, or less after 429 responses. */
+  requestsPerSecond: number;
 }
 
 export interface ReportedOutcome {
@@ -132,9 +151,12 @@ export class SharedBudget {
     return { granted: false, reason: reason as BudgetWaitReason, waitMs, congestion, now };
   }
 
-  /** Records what became of a request: a 429 or `Retry-After` pauses the host, and a quota reading is kept. */
+  /**
+   * Records what became of a request: a 429 or `Retry-After` pauses the host, a 429 cuts the shared
+   * request rate and a healthy response raises it again (see REPORT_SCRIPT), and a quota reading is kept.
+   */
   async report(outcome: ReportedOutcome): Promise<BudgetReport> {
-    const { timings } = this;
+    const { limits, timings } = this;
     const reply = (await SCRIPTS.report.run(
       this.redis,
       [this.keys.state],
@@ -147,9 +169,14 @@ export class SharedBudget {
         timings.maxPauseMs,
         outcome.quotaRemaining === undefined ? '' : outcome.quotaRemaining,
         timings.idleExpiryMs,
+        limits.requestsPerSecond,
+        Math.min(limits.requestsPerSecond, limits.minRequestsPerSecond ?? limits.requestsPerSecond / 10),
+        RATE_DECREASE,
+        limits.rateRecoveryPerSecond ?? limits.requestsPerSecond / 60,
+        timings.rateCutCooldownMs,
       ],
-    )) as [number, number, number];
-    return { notBefore: reply[0], congestion: reply[1] };
+    )) as [number, number, number, string];
+    return { notBefore: reply[0], congestion: reply[1], requestsPerSecond: Number(reply[3]) };
   }
 
   /** Frees the place of a lease. */

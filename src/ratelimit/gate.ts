@@ -49,6 +49,8 @@ export interface RegistryGateOptions {
 
 export const DEFAULT_MAX_WAIT_MS = 15 * 60_000;
 const DEFAULT_POLL_MS = 250;
+/** Maximum sleep between two budget checks while pulls pause for the quota. */
+const QUOTA_POLL_MS = 1_000;
 
 export class RegistryGate implements RequestGate {
   readonly registry: string;
@@ -130,7 +132,7 @@ export class RegistryGate implements RequestGate {
       }
 
       const reason = waitReason(decision.reason);
-      const waitMs = Math.max(1, reason === 'concurrency' ? Math.min(decision.waitMs, this.pollMs) : decision.waitMs);
+      const waitMs = Math.max(1, Math.min(decision.waitMs, this.pollLimit(reason)));
       if (Date.now() + waitMs > deadline) {
         window.give();
         waits.end();
@@ -148,6 +150,17 @@ export class RegistryGate implements RequestGate {
   close(): void {
     if (this.renewal) clearInterval(this.renewal);
     this.renewal = undefined;
+  }
+
+  /**
+   * Returns the longest sleep before a waiting request checks the budget again. A place in flight can
+   * free up at any time, and so can the pull quota, because another worker's probe may read it
+   * recovered long before the next probe of this request is due.
+   */
+  private pollLimit(reason: WaitReason): number {
+    if (reason === 'concurrency') return this.pollMs;
+    if (reason === 'quota') return QUOTA_POLL_MS;
+    return Number.POSITIVE_INFINITY;
   }
 
   private window(kind: RequestKind): ConcurrencyWindow {

@@ -66,6 +66,8 @@ export function hostLimits(registry: string, rateLimits?: RateLimitsConfig): Hos
   if (entry?.burst !== undefined) limits.burst = entry.burst;
   if (entry?.maxConcurrent !== undefined) limits.maxConcurrent = entry.maxConcurrent;
   if (entry?.pullQuotaFloor !== undefined) limits.pullQuotaFloor = entry.pullQuotaFloor;
+  if (entry?.minRequestsPerSecond !== undefined) limits.minRequestsPerSecond = entry.minRequestsPerSecond;
+  if (entry?.rateRecoveryPerSecond !== undefined) limits.rateRecoveryPerSecond = entry.rateRecoveryPerSecond;
   return limits;
 }
 

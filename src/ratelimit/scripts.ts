@@ -10,6 +10,9 @@
  *   that notices it grow cuts its concurrency window even when another worker received them.
  * - `quotaRemaining`, `quotaAt`, `probeAt`: the last `RateLimit-Remaining` value the host sent, when it
  *   arrived, and the earliest time a paused pull may send the next quota probe.
+ * - `rate`, `rateAt`, `rateCutAt`: the request rate that the fleet keeps now, the time from which
+ *   healthy responses raise it, and the time of the last cut. 429 responses cut the rate and healthy
+ *   responses raise it again (see REPORT_SCRIPT). Without `rate`, the configured rate applies.
  *
  * Times are milliseconds. The caller passes the current time, or '' to use the Redis server clock,
  * which every worker shares. Tests pass a clock of their own.
@@ -22,8 +25,10 @@
  * ARGV[1] current time, or '' for the server clock
  * ARGV[2] lease id
  * ARGV[3] lease lifetime; its holder renews it while the request runs
- * ARGV[4] requests per second, a decimal number greater than 0
- * ARGV[5] burst: the most tokens the bucket holds
+ * ARGV[4] configured requests per second, a decimal number greater than 0; the bucket refills at the
+ *         hash's `rate` when a 429 has cut it, never faster than this
+ * ARGV[5] configured burst: the most tokens the bucket holds at the configured rate. A cut rate shrinks
+ *         the bucket in proportion, to no less than 1 token, so the end of a pause brings no large burst.
  * ARGV[6] the most requests of this kind in flight at once, fleet-wide
  * ARGV[7] request kind, such as manifest-read
  * ARGV[8] 1 when the request spends pull quota (a manifest GET), else 0
@@ -68,8 +73,9 @@ if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then
   return {0, math.max(1, tonumber(first[2]) - now), 'concurrency', congestion, now}
 end
 
-local rate = tonumber(ARGV[4])
-local burst = tonumber(ARGV[5])
+local configured = tonumber(ARGV[4])
+local rate = math.min(configured, tonumber(redis.call('HGET', KEYS[1], 'rate') or ARGV[4]))
+local burst = math.max(1, tonumber(ARGV[5]) * rate / configured)
 local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens') or ARGV[5])
 local refilledAt = tonumber(redis.call('HGET', KEYS[1], 'refilledAt') or now)
 if now > refilledAt then
@@ -100,9 +106,22 @@ return {1, 0, 'granted', congestion, now}
  * ARGV[6] longest pause: a longer Retry-After is cut to it
  * ARGV[7] RateLimit-Remaining of the response as a whole number, or ''
  * ARGV[8] time after which the keys of an idle host expire
+ * ARGV[9] configured requests per second: the highest shared rate
+ * ARGV[10] lowest shared rate that 429 responses can cut it to, in requests per second
+ * ARGV[11] factor that a 429 applies to the shared rate, between 0 and 1
+ * ARGV[12] requests per second that the shared rate regains per second of healthy responses
+ * ARGV[13] minimum time between two cuts of the shared rate
  * A 429 sets notBefore to now plus its Retry-After, or plus ARGV[5] without one; a 503 with Retry-After
  * sets it the same way. notBefore only moves later. Both statuses add 1 to the kind's congestion count.
- * Returns {notBefore, congestion, now}: notBefore is 0 when none was ever set.
+ *
+ * The shared rate follows additive increase and multiplicative decrease. A 429 multiplies it by ARGV[11],
+ * down to ARGV[10], unless it was cut less than ARGV[13] ago: the 429s of requests that were already in
+ * flight cut it once. Any other response with a status below 500 raises it by ARGV[12] per second
+ * elapsed since the later of the last cut's pause end and the last raise, up to ARGV[9]. A 5xx or a
+ * request without a response leaves it alone. NOTE: idle time between two healthy responses counts as
+ * healthy time, so a host unused for a while returns near its configured rate.
+ * Returns {notBefore, congestion, now, rate}: notBefore is 0 when none was ever set, and rate is the
+ * shared rate after this response.
  */
 export const REPORT_SCRIPT = `
 local now = tonumber(ARGV[1])
@@ -135,11 +154,27 @@ if status == 429 or status == 503 then
   congestion = redis.call('HINCRBY', KEYS[1], field, 1)
 end
 
+local maxRate = tonumber(ARGV[9])
+local rate = math.min(maxRate, tonumber(redis.call('HGET', KEYS[1], 'rate') or ARGV[9]))
+if status == 429 then
+  local cutAt = tonumber(redis.call('HGET', KEYS[1], 'rateCutAt') or '')
+  if not cutAt or now - cutAt >= tonumber(ARGV[13]) then
+    rate = math.max(tonumber(ARGV[10]), rate * tonumber(ARGV[11]))
+    redis.call('HSET', KEYS[1], 'rate', tostring(rate), 'rateCutAt', now, 'rateAt', math.max(now, notBefore))
+  end
+elseif status > 0 and status < 500 and rate < maxRate then
+  local rateAt = tonumber(redis.call('HGET', KEYS[1], 'rateAt') or now)
+  if now > rateAt then
+    rate = math.min(maxRate, rate + tonumber(ARGV[12]) * (now - rateAt) / 1000)
+    redis.call('HSET', KEYS[1], 'rate', tostring(rate), 'rateAt', now)
+  end
+end
+
 if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[1], 'quotaRemaining', ARGV[7], 'quotaAt', now)
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
-return {notBefore, congestion, now}
+return {notBefore, congestion, now, tostring(rate)}
 `;
 
 /**

@@ -77,6 +77,12 @@ describe('rateLimits', () => {
     expect(config.rateLimits).toEqual({ enabled: true, maxWaitSeconds: 900, hosts: [{ host: '127.0.0.1:5000', requestsPerSecond: 5, pullQuotaFloor: 3 }] });
   });
 
+  it('variable sets the bounds of the adaptive rate', () => {
+    const config = loadConfig({ MIRRORFLEET_RATE_LIMITS: '{"quay.io": {"requestsPerSecond": 8, "minRequestsPerSecond": 0.5, "rateRecoveryPerSecond": 0.2}}' });
+
+    expect(config.rateLimits?.hosts).toEqual([{ host: 'quay.io', requestsPerSecond: 8, minRequestsPerSecond: 0.5, rateRecoveryPerSecond: 0.2 }]);
+  });
+
   const fileCases: [string, unknown, string][] = [
     [
       'zero rate',
@@ -111,7 +117,7 @@ describe('rateLimits', () => {
   it('rejects an unknown key', () => {
     const path = writeConfigFile({ rateLimits: { hosts: [{ host: 'docker.io', rps: 5 }] } });
 
-    expect(configErrorMessage({ MIRRORFLEET_CONFIG: path })).toContain('rateLimits.hosts.0.rps: unknown key; expected one of the keys host, requestsPerSecond, burst, maxConcurrent, pullQuotaFloor');
+    expect(configErrorMessage({ MIRRORFLEET_CONFIG: path })).toContain('rateLimits.hosts.0.rps: unknown key; expected one of the keys host, requestsPerSecond, burst, maxConcurrent, pullQuotaFloor, minRequestsPerSecond, rateRecoveryPerSecond');
   });
 
   const variableCases: [string, string, string][] = [
@@ -121,6 +127,11 @@ describe('rateLimits', () => {
       'MIRRORFLEET_RATE_LIMITS: invalid JSON "{docker.io: 5}"; expected a JSON object of request budgets by registry host, such as {"docker.io": {"requestsPerSecond": 5, "maxConcurrent": 4, "pullQuotaFloor": 20}}',
     ],
     ['invalid host', '{"https://docker.io": {}}', 'MIRRORFLEET_RATE_LIMITS["https://docker.io"]: invalid host "https://docker.io"'],
+    [
+      'zero recovery',
+      '{"docker.io": {"rateRecoveryPerSecond": 0}}',
+      'MIRRORFLEET_RATE_LIMITS["docker.io"].rateRecoveryPerSecond: invalid value 0',
+    ],
     [
       'negative floor',
       '{"docker.io": {"pullQuotaFloor": -1}}',

@@ -233,6 +233,99 @@ describe('not before', () => {
   });
 });
 
+describe('shared request rate', () => {
+  /** Reports one response and returns the shared rate after it. */
+  async function rateAfter(holder: SharedBudget, status: number, retryAfterMs?: number): Promise<number> {
+    return (await holder.report({ kind: 'blob-read', status, retryAfterMs, quotaRemaining: undefined })).requestsPerSecond;
+  }
+
+  test('429 halves the rate of every process', async () => {
+    const [first, second] = [budget({ requestsPerSecond: 10, burst: 10 }), budget({ requestsPerSecond: 10, burst: 10 })];
+
+    expect(await rateAfter(first, 429, 1_000)).toBe(5);
+    clock += 1_000;
+    let grants = 0;
+    // The second process requests a place every 10 ms for 10 s after the pause, and no healthy response raises the rate.
+    for (let step = 0; step < 1000; step += 1) {
+      const id = lease();
+      if ((await second.acquire('blob-read', id, false)).granted) {
+        grants += 1;
+        await second.release('blob-read', id);
+      }
+      clock += 10;
+    }
+
+    // The bucket shrank with the rate to 5 tokens and refills 5 per second: at most 55 grants, not 110.
+    expect(grants).toBeLessThanOrEqual(55);
+    expect(grants).toBeGreaterThanOrEqual(50);
+  });
+
+  test('429s within the cooldown cut once', async () => {
+    const [first, second] = [budget(), budget()];
+
+    const burst = [await rateAfter(first, 429, 0), await rateAfter(second, 429, 0), await rateAfter(first, 429, 0)];
+    clock += 1_000;
+    const later = await rateAfter(second, 429, 0);
+
+    expect(burst).toEqual([5, 5, 5]);
+    expect(later).toBe(2.5);
+  });
+
+  test('cuts stop at the minimum rate', async () => {
+    const only = budget({ requestsPerSecond: 10, minRequestsPerSecond: 3 });
+
+    const rates = [];
+    for (let cut = 0; cut < 4; cut += 1) {
+      rates.push(await rateAfter(only, 429, 0));
+      clock += 1_000;
+    }
+
+    expect(rates).toEqual([5, 3, 3, 3]);
+  });
+
+  test('healthy responses raise the rate up to the configured one', async () => {
+    const only = budget({ requestsPerSecond: 10, rateRecoveryPerSecond: 1 });
+    await rateAfter(only, 429, 0);
+
+    clock += 2_000;
+    const raised = await rateAfter(only, 200);
+    clock += 1_000;
+    const afterNotFound = await rateAfter(only, 404);
+    clock += 60_000;
+    const capped = await rateAfter(only, 200);
+
+    expect(raised).toBe(7);
+    expect(afterNotFound).toBe(8);
+    expect(capped).toBe(10);
+  });
+
+  test('5xx and network errors do not raise the rate', async () => {
+    const only = budget({ requestsPerSecond: 10, rateRecoveryPerSecond: 1 });
+    await rateAfter(only, 429, 0);
+
+    clock += 2_000;
+    const afterServerError = await rateAfter(only, 503);
+    const afterNetworkError = await rateAfter(only, 0);
+
+    expect(afterServerError).toBe(5);
+    expect(afterNetworkError).toBe(5);
+  });
+
+  test('recovery starts when the pause ends', async () => {
+    const only = budget({ requestsPerSecond: 10, rateRecoveryPerSecond: 1 });
+    await rateAfter(only, 429, 3_000);
+
+    clock += 2_000;
+    const duringPause = await rateAfter(only, 200);
+    clock += 2_000;
+    const afterPause = await rateAfter(only, 200);
+
+    expect(duringPause).toBe(5);
+    // One second of healthy time after the 3-second pause.
+    expect(afterPause).toBe(6);
+  });
+});
+
 describe('congestion count', () => {
   test('429 and 503 count per kind', async () => {
     const [first, second] = [budget(), budget()];

@@ -30,6 +30,19 @@ describe('built-in budgets', () => {
     expect(hostLimits('docker.io', rateLimits)).toEqual({ requestsPerSecond: 2, burst: 20, maxConcurrent: 8, pullQuotaFloor: 40 });
     expect(hostLimits('quay.io', rateLimits)).toEqual({ requestsPerSecond: 5, burst: 10, maxConcurrent: 6, pullQuotaFloor: 0 });
   });
+
+  test('configured bounds of the adaptive rate apply', () => {
+    const rateLimits = { enabled: true, maxWaitSeconds: 900, hosts: [{ host: 'quay.io', minRequestsPerSecond: 0.5, rateRecoveryPerSecond: 0.2 }] };
+
+    expect(hostLimits('quay.io', rateLimits)).toEqual({
+      requestsPerSecond: 5,
+      burst: 10,
+      maxConcurrent: 6,
+      pullQuotaFloor: 0,
+      minRequestsPerSecond: 0.5,
+      rateRecoveryPerSecond: 0.2,
+    });
+  });
 });
 
 describe('worker gates', () => {

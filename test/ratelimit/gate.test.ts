@@ -286,6 +286,37 @@ describe('pull quota floor', () => {
     expect(waits.at(-1)).toMatchObject({ phase: 'end' });
   });
 
+  test('paused pull resumes on recovery read by another process', async () => {
+    const registry = await startScriptedServer();
+    const path = '/v2/library/app/manifests/1.0';
+    registry.expect(
+      { method: 'HEAD', path, reply: quotaHead(2) },
+      { method: 'HEAD', path, reply: quotaHead(2) },
+      { method: 'HEAD', path, reply: quotaHead(80) },
+      { method: 'GET', path, reply: MANIFEST_REPLY },
+    );
+    // The next probe is a minute away, beyond the 10 s that a request may wait: only a recheck of the
+    // quota that the other process read lets the GET through.
+    const gates = () =>
+      new RegistryGates({
+        redis,
+        keyPrefix: prefix,
+        rateLimits: { enabled: true, maxWaitSeconds: 60, hosts: [{ host: registry.host, ...GENEROUS, pullQuotaFloor: 5 }] },
+        timings: { quotaProbeIntervalMs: 60_000 },
+        gate: { pollMs: 10, maxWaitMs: 10_000 },
+      });
+    const [paused, other] = [client(registry, gates().gateFor(registry.host)), client(registry, gates().gateFor(registry.host))];
+
+    await paused.headManifest('library/app', '1.0');
+    const pull = paused.getManifest('library/app', '1.0');
+    while (registry.requests.length < 2) await sleep(10);
+    await other.headManifest('library/app', '1.0');
+    const manifest = await pull;
+
+    expect(manifest?.digest).toBe(MANIFEST_DIGEST);
+    expect(registry.requests.map((request) => request.method)).toEqual(['HEAD', 'HEAD', 'HEAD', 'GET']);
+  });
+
   test('uncounted image pulls during pause', async () => {
     const registry = await startScriptedServer();
     const path = '/v2/library/app/manifests/1.0';
