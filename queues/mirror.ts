@@ -144,7 +144,7 @@ export const MIRROR_JOB_OPTIONS: JobsOptions = {
   removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
 };
 
-/** What a finished mirror job returns, also the CLI's `--json --wait` output. */
+/** Result of a finished mirror job, which is also the CLI's `--json --wait` output. */
 export interface MirrorResult {
   jobId: string;
   action: 'copied' | 'skipped' | 'updated' | 'not-needed';

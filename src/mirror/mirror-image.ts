@@ -176,7 +176,9 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
         ...copyOptions,
       });
       mediaType = result.mediaType;
-      const action = result.manifests.copied === 0 ? 'skipped' : result.previousTargetDigest ? 'updated' : 'copied';
+      let action: MirrorResult['action'] = 'copied';
+      if (result.manifests.copied === 0) action = 'skipped';
+      else if (result.previousTargetDigest) action = 'updated';
       return {
         ...base,
         action,

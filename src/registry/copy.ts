@@ -43,8 +43,9 @@ export interface CopyImageOptions {
   /** Called after a blob is known to be in the target repository (copied, mounted or present). */
   onBlobStored?: (digest: string, repository: string) => Promise<void> | void;
   /**
-   * Wraps the transfer of one blob; the fleet passes a Redis lock here so that only one worker copies a
-   * given blob into a registry at a time. `work` is re-run when given, so it checks presence first.
+   * Wraps the transfer of one blob. The fleet passes a Redis lock here, so only one worker copies a given
+   * blob into a registry at a time. `work` checks presence first, because a waiter runs it after the holder.
+   * Its signal, when given, aborts the transfer (a lock that was lost).
    */
   blobGate?: <T>(digest: string, work: (signal?: AbortSignal) => Promise<T>) => Promise<T>;
   /** Blobs up to this size are streamed in one request. Default 16 MiB here; the configuration's default is 128 MiB. */
@@ -114,7 +115,7 @@ export interface CopyResult extends CopyCounts, ReferrersResult {
   skippedPlatforms: string[];
 }
 
-/** What copying the referrers of an image already at the target did. */
+/** Outcome of copying the referrers of an image already at the target. */
 export interface ReferrersCopyResult extends ReferrersResult, Pick<CopyCounts, 'blobs' | 'bytes'> {}
 
 const DEFAULT_CHUNK = 16 * 1024 * 1024;
@@ -197,7 +198,7 @@ class ImageCopier {
     } else if (this.foreignLayerPolicy !== 'keep' && foreignLayers(parsed).length > 0) {
       throw this.foreignLayersError([{ label: 'the image', manifest: top, parsed }]);
     }
-    // NOTE: a single image (no index) is copied whatever the platform filter says: there is no index to filter.
+    // NOTE: a single image (no index) is copied whatever the platform filter requests, because there is no index to filter.
     const platforms = children.flatMap((child) => (child.platform ? [formatPlatform(child.platform)] : []));
 
     // 3. Warm path: the target tag already points at exactly what would be pushed.
