@@ -64,7 +64,7 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
   transport.observe(({ registry, method, status }) => metrics.registryRequests.inc({ registry, method, status: String(status) }));
   // Request budgets per registry host, shared by the fleet through Redis (rateLimits in the configuration).
   const gates = createRegistryGates({ config, redis: connection, metrics });
-  const clients = new RegistryClients(config, transport, undefined, gates);
+  const clients = new RegistryClients(config, transport, undefined, gates, (event) => metrics.recordRegistryRetry(event));
   const prefix = config.redis.keyPrefix;
 
   const workers: Worker[] = [];

@@ -210,8 +210,8 @@ export class Metrics {
   }
 
   /**
-   * Records one registry retry; pass `(event) => metrics.recordRegistryRetry(event)` as a registry client's `onRetry`.
-   * NOTE: RegistryClients (src/mirror/clients.ts) does not pass `onRetry` yet, so the retry counters stay empty.
+   * Records one registry retry; the worker process passes `(event) => metrics.recordRegistryRetry(event)` as
+   * the registry clients' `onRetry`.
    */
   recordRegistryRetry(event: RegistryRetry): void {
     const labels = { registry: this.registryLabel(event.registry), reason: event.reason };

@@ -1,7 +1,7 @@
 import type { Config } from '../config/config.ts';
 import { registryAccess } from '../config/config.ts';
 import type { Credentials } from '../registry/auth.ts';
-import { RegistryClient, type RequestGate, type RetryPolicy } from '../registry/client.ts';
+import { RegistryClient, type RequestGate, type RetryEvent, type RetryPolicy } from '../registry/client.ts';
 import type { HttpTransport } from '../registry/http.ts';
 import { withProviderAccess, type ProviderAccess } from '../providers/registry-access.ts';
 
@@ -24,14 +24,17 @@ export class RegistryClients {
   private readonly config: Config;
   private readonly retry: Partial<RetryPolicy> | undefined;
   private readonly gates: GateSource | undefined;
+  private readonly onRetry: ((event: RetryEvent) => void) | undefined;
   private readonly clients = new Map<string, RegistryClient>();
   private readonly providerAccess = new Map<string, ProviderAccess & { staticCredentials?: Credentials }>();
 
-  constructor(config: Config, transport: HttpTransport, retry?: Partial<RetryPolicy>, gates?: GateSource) {
+  /** `onRetry` sees every retry of every client (the worker counts them in its metrics). */
+  constructor(config: Config, transport: HttpTransport, retry?: Partial<RetryPolicy>, gates?: GateSource, onRetry?: (event: RetryEvent) => void) {
     this.config = config;
     this.transport = transport;
     this.retry = retry;
     this.gates = gates;
+    this.onRetry = onRetry;
   }
 
   /**
@@ -67,6 +70,7 @@ export class RegistryClients {
       ...(credentials ? { credentials } : {}),
       ...(this.retry ? { retry: this.retry } : {}),
       ...(this.gates ? { gate: this.gates.gateFor(registry) } : {}),
+      ...(this.onRetry ? { onRetry: this.onRetry } : {}),
     });
   }
 }

@@ -10,6 +10,7 @@ import { MIRROR_QUEUE, type MirrorProgress, type MirrorResult } from '../../queu
 import { startFaultProxy, type FaultProxy } from '../harness/fault-proxy.ts';
 import { pushRandomImage } from '../harness/fixtures.ts';
 import { startRedis, type TestRedis } from '../harness/redis.ts';
+import { freePort } from '../harness/processes.ts';
 import { startRegistry, type TestRegistry } from '../harness/registry.ts';
 import { inspectRaw } from '../harness/skopeo.ts';
 import { fleetEnv, startWorker, type WorkerProcess } from '../harness/workers.ts';
@@ -28,6 +29,7 @@ let redis: TestRedis;
 let source: TestRegistry;
 let mirror: TestRegistry;
 let sourceProxy: FaultProxy;
+let metricsPort: number;
 let mirrorProxy: FaultProxy;
 let worker: WorkerProcess;
 let connection: Redis;
@@ -41,13 +43,14 @@ beforeAll(async () => {
   [sourceProxy, mirrorProxy] = await Promise.all([startFaultProxy(source.url), startFaultProxy(mirror.url)]);
   configDir = await mkdtemp(join(tmpdir(), 'mirrorfleet-faults-'));
   const configFile = join(configDir, 'config.json');
+  metricsPort = await freePort();
   await writeFile(configFile, JSON.stringify({ copy: { monolithicMaxBytes: MIB, chunkBytes: MIB } }));
   const env = fleetEnv({
     redisUrl: redis.url,
     keyPrefix,
     mirrorRegistries: [`direct=${mirror.host}`, `guarded=${mirrorProxy.host}`],
     insecureRegistries: [source.host, sourceProxy.host, mirror.host, mirrorProxy.host],
-    extra: { MIRRORFLEET_CONFIG: configFile },
+    extra: { MIRRORFLEET_CONFIG: configFile, MIRRORFLEET_METRICS_PORT: String(metricsPort), MIRRORFLEET_METRICS_HOST: '127.0.0.1' },
   });
   worker = await startWorker(env, ['--concurrency', '2']);
   connection = new Redis(redis.url, { maxRetriesPerRequest: null });
@@ -120,40 +123,6 @@ async function expectSameImage(result: MirrorResult, repository: string): Promis
 }
 
 describe('source faults', () => {
-  test('429 retried after Retry-After', async () => {
-    const repository = 'faults/rate';
-    const digest = await pushRandomImage(source.url, repository, 'v1', [300_000, 200_000]);
-    const manifestPath = new RegExp(`/v2/${escape(repository)}/manifests/v1$`);
-    sourceProxy.inject({
-      name: 'manifest-429',
-      path: manifestPath,
-      times: 2,
-      action: { kind: 'respond', status: 429, headers: { 'retry-after': '1' }, body: '{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}' },
-    });
-    sourceProxy.inject({
-      name: 'blob-429',
-      method: 'GET',
-      path: new RegExp(`/v2/${escape(repository)}/blobs/sha256:`),
-      times: 1,
-      action: { kind: 'respond', status: 429, headers: { 'retry-after': '1' } },
-    });
-
-    const result = await mirrorOnce(request(repository, 'rate'));
-
-    expect(result.digest).toBe(digest);
-    expect(sourceProxy.fired('manifest-429')).toBe(2);
-    expect(sourceProxy.fired('blob-429')).toBe(1);
-    await expectSameImage(result, repository);
-    // Retry-After: 1 requests a wait of one second; the client's own first backoff is at most 250 ms.
-    const manifestRequests = sourceProxy.requests.filter((entry) => manifestPath.test(entry.path));
-    for (const [index, entry] of manifestRequests.entries()) {
-      if (entry.fault !== 'manifest-429') continue;
-      const next = manifestRequests[index + 1];
-      expect(next, 'a request follows each 429').toBeDefined();
-      expect(next!.startMs - entry.endMs, 'the next request waits for Retry-After').toBeGreaterThanOrEqual(950);
-    }
-  });
-
   test('job progress shows a rate-limit wait', async () => {
     const repository = 'faults/progress';
     await pushRandomImage(source.url, repository, 'v1', [300_000]);
@@ -180,6 +149,43 @@ describe('source faults', () => {
     expect(seen[0]!.waiting?.registry).toBe(sourceProxy.host);
     expect(seen[0]!.waiting?.reason).toBe('not-before');
     expect(result.action).toBe('copied');
+  });
+
+  test('429 retried after Retry-After', async () => {
+    const repository = 'faults/rate';
+    const digest = await pushRandomImage(source.url, repository, 'v1', [300_000, 200_000]);
+    const manifestPath = new RegExp(`/v2/${escape(repository)}/manifests/v1$`);
+    sourceProxy.inject({
+      name: 'manifest-429',
+      path: manifestPath,
+      times: 2,
+      action: { kind: 'respond', status: 429, headers: { 'retry-after': '1' }, body: '{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}' },
+    });
+    sourceProxy.inject({
+      name: 'blob-429',
+      method: 'GET',
+      path: new RegExp(`/v2/${escape(repository)}/blobs/sha256:`),
+      times: 1,
+      action: { kind: 'respond', status: 429, headers: { 'retry-after': '1' } },
+    });
+
+    const result = await mirrorOnce(request(repository, 'rate'));
+
+    expect(result.digest).toBe(digest);
+    expect(sourceProxy.fired('manifest-429')).toBe(2);
+    expect(sourceProxy.fired('blob-429')).toBe(1);
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    const retries = new RegExp(`mirrorfleet_registry_retries_total\\{registry="${escape(sourceProxy.host)}",reason="429"\\} (\\d+)`).exec(metrics);
+    expect(Number(retries?.[1]), 'the worker counts the retries after 429 in its metrics').toBeGreaterThanOrEqual(3);
+    await expectSameImage(result, repository);
+    // Retry-After: 1 requests a wait of one second; the client's own first backoff is at most 250 ms.
+    const manifestRequests = sourceProxy.requests.filter((entry) => manifestPath.test(entry.path));
+    for (const [index, entry] of manifestRequests.entries()) {
+      if (entry.fault !== 'manifest-429') continue;
+      const next = manifestRequests[index + 1];
+      expect(next, 'a request follows each 429').toBeDefined();
+      expect(next!.startMs - entry.endMs, 'the next request waits for Retry-After').toBeGreaterThanOrEqual(950);
+    }
   });
 
   test('503 burst retried within budget', async () => {
