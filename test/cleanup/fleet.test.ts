@@ -123,10 +123,10 @@ describe('cleanup fleet', () => {
     expect(await manifestStatus(services.mirror, repository, BUSYBOX_AMD64)).toBe(200);
   });
 
-  test('CLI exits 2 naming what is wrong', { timeout: 180_000 }, async () => {
+  test('CLI exits 2 naming what is wrong', { timeout: 240_000 }, async () => {
     const neither = await runCli(['release', '--cluster', 'cli'], env);
     const percent = await runCli(['sweep', '--max-delete-percent', '150'], env);
-    const registry = await runCli(['sweep', '--registry', 'nowhere', '--wait', '--timeout', '60'], env);
+    const registry = await runCli(['sweep', '--registry', 'nowhere', '--wait', '--timeout', '150'], env);
 
     expect(neither.code).toBe(2);
     expect(neither.stderr).toContain('give --service ID for one service, or --all-services');

@@ -73,6 +73,10 @@ describe('fleet against a rate-limited source', () => {
     const counts = countPerWindow(source.requests);
     const later = [...counts].filter(([window]) => window > firstWindow).map(([, count]) => count);
     expect(later.length).toBeGreaterThan(0);
-    expect(Math.max(...later)).toBeLessThanOrEqual(LIMIT);
+    // The server's one-second windows are not aligned with the budget's refills, so one request of slack
+    // per window is allowed; the count of 429s is what tells a fleet that backs off from one that does not
+    // (about one a run with the shared cut, eight without it).
+    expect(Math.max(...later)).toBeLessThanOrEqual(LIMIT + 1);
+    expect(source.requests.filter((request) => request.status === 429).length, '429 answers in the whole run').toBeLessThanOrEqual(3);
   }, 60_000);
 });
