@@ -81,7 +81,7 @@ export class MirrorfleetProducer {
     const job = await Job.fromId(this.queue, jobId);
     if (!job) throw new MirrorfleetError('INVALID_INPUT', `job ${jobId} does not exist in queue ${MIRROR_QUEUE} (finished jobs are kept for a day)`);
     try {
-      const result = (await job.waitUntilFinished(events, options.timeoutMs)) as MirrorResult;
+      const result = await untilFinished<MirrorResult>(this.queue, job, events, options.timeoutMs);
       return result;
     } catch (error) {
       throw toJobError(jobId, error, options.timeoutMs);
@@ -113,7 +113,7 @@ export class MirrorfleetProducer {
     const job = await Job.fromId(queue, jobId);
     if (!job) throw new MirrorfleetError('INVALID_INPUT', `job ${jobId} does not exist in queue ${BUILD_QUEUE} (finished jobs are kept for a day)`);
     try {
-      return (await job.waitUntilFinished(this.buildEvents, options.timeoutMs)) as BuildResult;
+      return await untilFinished<BuildResult>(queue, job, this.buildEvents, options.timeoutMs);
     } catch (error) {
       throw toJobError(jobId, error, options.timeoutMs);
     }
@@ -148,7 +148,7 @@ export class MirrorfleetProducer {
     const job = await Job.fromId(queue, jobId);
     if (!job) throw new MirrorfleetError('INVALID_INPUT', `job ${jobId} does not exist in queue ${CLEANUP_QUEUE} (finished jobs are kept for a week)`);
     try {
-      return (await job.waitUntilFinished(this.cleanupEvents, options.timeoutMs)) as CleanupResult;
+      return await untilFinished<CleanupResult>(queue, job, this.cleanupEvents, options.timeoutMs);
     } catch (error) {
       throw toJobError(jobId, error, options.timeoutMs);
     }
@@ -198,6 +198,33 @@ export class MirrorfleetProducer {
       await this.events.waitUntilReady();
     }
     return this.events;
+  }
+}
+
+/**
+ * Waits for `job` to finish through queue events, and also checks its state every second. QueueEvents
+ * reads only events that arrive after its first read, so a job that finishes while it is starting up would
+ * otherwise be waited for until the timeout.
+ */
+async function untilFinished<T>(queue: Queue, job: Job, events: QueueEvents, timeoutMs: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const polled = new Promise<T>((resolve, reject) => {
+    const check = async () => {
+      const state = await job.getState();
+      if (state === 'completed' || state === 'failed') {
+        const finished = await Job.fromId(queue, job.id!);
+        if (state === 'completed') resolve(finished?.returnvalue as T);
+        else reject(new Error(finished?.failedReason ?? 'INTERNAL: the job failed without a reason'));
+        return;
+      }
+      timer = setTimeout(() => void check().catch(reject), 1000);
+    };
+    timer = setTimeout(() => void check().catch(reject), 1000);
+  });
+  try {
+    return await Promise.race([job.waitUntilFinished(events, timeoutMs) as Promise<T>, polled]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
