@@ -101,15 +101,19 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
       logger.info({ graceMs }, 'stopping: no new jobs; waiting for active jobs');
       const closing = Promise.all(workers.map((worker) => worker.close()));
       const timedOut = await Promise.race([closing.then(() => false), new Promise<boolean>((resolve) => setTimeout(() => resolve(true), graceMs).unref())]);
+      // Each remaining step is bounded, because with Redis unreachable a command can wait forever.
+      const bounded = (work: Promise<unknown>) => Promise.race([work.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
       if (timedOut) {
-        // Jobs still active go back to the queue through stalled-job recovery on another worker.
+        // Jobs still active go back to the queue through stalled-job recovery on another worker: their
+        // transfers are cut below, and their job locks expire.
         logger.warn({ graceMs }, 'grace period over; handing active jobs back');
-        await Promise.all(workers.map((worker) => worker.close(true)));
+        await bounded(Promise.all(workers.map((worker) => worker.close(true))));
       }
-      await sampler.stop();
+      await bounded(sampler.stop());
       metricsServer?.close();
       gates?.close();
-      await transport.close();
+      // After the grace period, requests still running are cut instead of awaited.
+      await bounded(timedOut ? transport.destroy() : transport.close());
       connection.disconnect();
       logger.info('stopped');
     })();

@@ -1,11 +1,33 @@
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { createRedisConnection } from '../redis/connection.ts';
 import type { Config } from '../config/config.ts';
+import { hideUrlCredentials } from '../config/formats.ts';
 import { MirrorfleetProducer } from '../../queues/producer.ts';
 import type { MirrorResult } from '../../queues/mirror.ts';
 
 /** Wrong usage of the command line: printed with a pointer to the help, exit code 2. */
 export class UsageError extends Error {}
+
+/** A service the command needs cannot be reached: printed as it is, exit code 1. */
+export class UnreachableError extends Error {}
+
+/**
+ * Checks once, within 5 s, that Redis answers, so that a command fails with one clear line instead of
+ * retrying forever against a wrong MIRRORFLEET_REDIS_URL.
+ */
+export async function ensureRedisReachable(config: Config): Promise<void> {
+  const probe = createRedisConnection(config.redis, { lazyConnect: true, connectTimeout: 5_000, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
+  probe.on('error', () => undefined);
+  try {
+    await probe.connect();
+    await probe.ping();
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new UnreachableError(`cannot reach Redis at ${hideUrlCredentials(config.redis.url)}: ${reason}; check MIRRORFLEET_REDIS_URL`);
+  } finally {
+    probe.disconnect();
+  }
+}
 
 type OptionValues = Record<string, string | boolean | string[] | undefined>;
 

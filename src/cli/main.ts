@@ -1,6 +1,7 @@
 import { MirrorfleetError } from '../errors.ts';
 import { redact } from '../log/redact.ts';
-import { UsageError } from './common.ts';
+import { UnreachableError, UsageError, ensureRedisReachable } from './common.ts';
+import { loadConfig } from '../config/config.ts';
 import { runWorker } from './commands/worker.ts';
 import { runMirror } from './commands/mirror.ts';
 import { showJob } from './commands/job.ts';
@@ -88,8 +89,14 @@ export async function main(argv: string[]): Promise<number> {
     }
     const run = COMMANDS[command];
     if (!run) throw new UsageError(`unknown command "${command}"; accepted: ${Object.keys(COMMANDS).join(', ')}, help`);
+    // Commands that enqueue or read jobs fail at once when Redis is unreachable; workers and the API wait for it.
+    if (command !== 'worker' && command !== 'api' && !rest.includes('--print-openapi')) await ensureRedisReachable(loadConfig());
     return await run(rest);
   } catch (error) {
+    if (error instanceof UnreachableError) {
+      process.stderr.write(`mirrorfleet: ${redact(error.message)}\n`);
+      return 1;
+    }
     if (error instanceof UsageError || (error instanceof MirrorfleetError && (error.code === 'INVALID_INPUT' || error.code === 'INVALID_CONFIG' || error.code === 'INVALID_REFERENCE'))) {
       process.stderr.write(`mirrorfleet: ${redact(error.message)}\n`);
       if (error instanceof UsageError) process.stderr.write('run "mirrorfleet help" for usage\n');

@@ -102,8 +102,14 @@ export class HttpTransport {
     return response;
   }
 
+  /** Closes every connection once its requests finish. */
   async close(): Promise<void> {
     await this.dispatcher.close();
+  }
+
+  /** Closes every connection at once, failing the requests still running. */
+  async destroy(): Promise<void> {
+    await this.dispatcher.destroy();
   }
 }
 

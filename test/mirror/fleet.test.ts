@@ -213,6 +213,22 @@ describe('mirror fleet', () => {
     expect(missing.stderr).toContain('no-such-job');
   });
 
+  test('CLI exits 1 when Redis is unreachable', async () => {
+    const run = await runCli(['mirror', 'busybox:1', '--registry', 'local', '--service', 'x'], { ...env, MIRRORFLEET_REDIS_URL: 'redis://127.0.0.1:1' });
+
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('cannot reach Redis at redis://127.0.0.1:1');
+  });
+
+  test('CLI output through a pipe is whole', async () => {
+    // The OpenAPI document is larger than a pipe's 64 KiB buffer.
+    const run = await runCli(['api', '--print-openapi'], env);
+
+    expect(run.code).toBe(0);
+    expect(run.stdout.length).toBeGreaterThan(65_536);
+    expect(() => JSON.parse(run.stdout)).not.toThrow();
+  });
+
   test('CLI exits 2 on bad usage', async () => {
     const missingRegistry = await runCli(['mirror', 'nginx:1.27'], env);
     const badReference = await runCli(['mirror', 'UPPER/case', '--registry', 'local', '--service', 'x'], env);
