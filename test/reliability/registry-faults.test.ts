@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { MirrorfleetProducer } from '../../queues/producer.ts';
-import { MIRROR_QUEUE, type MirrorProgress, type MirrorResult } from '../../queues/mirror.ts';
+import { MIRROR_QUEUE, type MirrorResult } from '../../queues/mirror.ts';
 import { startFaultProxy, type FaultProxy } from '../harness/fault-proxy.ts';
 import { pushRandomImage } from '../harness/fixtures.ts';
 import { startRedis, type TestRedis } from '../harness/redis.ts';
@@ -123,34 +123,6 @@ async function expectSameImage(result: MirrorResult, repository: string): Promis
 }
 
 describe('source faults', () => {
-  test('job progress shows a rate-limit wait', async () => {
-    const repository = 'faults/progress';
-    await pushRandomImage(source.url, repository, 'v1', [300_000]);
-    sourceProxy.inject({
-      name: 'blob-429',
-      method: 'GET',
-      path: new RegExp(`/v2/${escape(repository)}/blobs/sha256:`),
-      times: 1,
-      action: { kind: 'respond', status: 429, headers: { 'retry-after': '3' } },
-    });
-
-    const id = await enqueueMirror(queue, request(repository, 'progress'), 1);
-    const seen: MirrorProgress[] = [];
-    for (let i = 0; i < 400; i += 1) {
-      const job = await queue.getJob(id);
-      const progress = job?.progress as MirrorProgress | undefined;
-      if (progress?.stage === 'waiting') seen.push(progress);
-      if (seen.length > 0 || (await job?.getState()) === 'completed') break;
-      await new Promise((resolve) => setTimeout(resolve, 25));
-    }
-    const result = await producer.wait(id, { timeoutMs: 90_000 });
-
-    expect(seen.length, 'the job reported a waiting stage').toBeGreaterThan(0);
-    expect(seen[0]!.waiting?.registry).toBe(sourceProxy.host);
-    expect(seen[0]!.waiting?.reason).toBe('not-before');
-    expect(result.action).toBe('copied');
-  });
-
   test('429 retried after Retry-After', async () => {
     const repository = 'faults/rate';
     const digest = await pushRandomImage(source.url, repository, 'v1', [300_000, 200_000]);
