@@ -215,7 +215,9 @@ return result
 
 /**
  * Drops the uses of a cluster, in the repositories under a prefix, that a reconcile did not find, except
- * uses recorded after it started (a mirror that finished meanwhile).
+ * uses recorded after it started (a mirror that finished meanwhile). A use recorded in the very millisecond
+ * the reconcile started counts as before it, because a mirror that finished just before the request may
+ * share that millisecond on a fast machine.
  * KEYS[1] key base
  * ARGV[1] cluster, ARGV[2] start of the reconcile (ms, Redis clock), ARGV[3] '1' for a dry run,
  * ARGV[4] repository prefix ('' for every repository), ARGV[5..] user and image key pairs to keep
@@ -230,7 +232,7 @@ local drops = {}
 for _, user in ipairs(users_of_cluster(cluster, '*')) do
   for _, image in ipairs(redis.call('SMEMBERS', base .. ':user:' .. user)) do
     local recorded = tonumber(redis.call('ZSCORE', base .. ':uses:' .. image, user) or '0')
-    if in_scope(image, prefix) and not keep[user .. ' ' .. image] and recorded < started then
+    if in_scope(image, prefix) and not keep[user .. ' ' .. image] and recorded <= started then
       table.insert(drops, { image, user })
     end
   end
