@@ -219,26 +219,27 @@ const hostRateLimitKeys = {
 /** The values of one host's request budget, as in `MIRRORFLEET_RATE_LIMITS`. */
 export const hostRateLimitValuesSchema = strictObject(hostRateLimitKeys);
 
+/** Returns a refinement that reports every entry whose host an earlier entry already has; `expected` names that entry's index. */
+function rejectRepeatedHosts(expected: (firstIndex: number) => string) {
+  return (entries: ReadonlyArray<{ host: string }>, context: z.RefinementCtx) => {
+    const firstByHost = new Map<string, number>();
+    entries.forEach((entry, index) => {
+      const first = firstByHost.get(entry.host);
+      if (first === undefined) {
+        firstByHost.set(entry.host, index);
+        return;
+      }
+      context.addIssue({ code: 'custom', path: [index, 'host'], input: entry.host, message: expected(first) });
+    });
+  };
+}
+
 const rateLimitsSchema = strictObject({
   enabled: z.boolean({ error: 'true or false' }).default(RATE_LIMIT_DEFAULTS.enabled),
   maxWaitSeconds: fields.rateLimitMaxWaitSeconds.default(RATE_LIMIT_DEFAULTS.maxWaitSeconds),
   hosts: z
     .array(strictObject({ host: fields.host, ...hostRateLimitKeys }), { error: 'an array of registry hosts with their request budgets' })
-    .superRefine((entries, context) => {
-      const firstByHost = new Map<string, number>();
-      entries.forEach((entry, index) => {
-        const sameHost = firstByHost.get(entry.host);
-        if (sameHost === undefined) firstByHost.set(entry.host, index);
-        else {
-          context.addIssue({
-            code: 'custom',
-            path: [index, 'host'],
-            input: entry.host,
-            message: `a host not already listed at rateLimits.hosts.${sameHost}`,
-          });
-        }
-      });
-    })
+    .superRefine(rejectRepeatedHosts((first) => `a host not already listed at rateLimits.hosts.${first}`))
     .default([]),
 });
 
@@ -426,21 +427,7 @@ const registryAccessSchema = strictObject({
 
 const registriesSchema = z
   .array(registryAccessSchema, { error: 'an array of registry access settings' })
-  .superRefine((entries, context) => {
-    const firstByHost = new Map<string, number>();
-    entries.forEach((entry, index) => {
-      const sameHost = firstByHost.get(entry.host);
-      if (sameHost === undefined) firstByHost.set(entry.host, index);
-      else {
-        context.addIssue({
-          code: 'custom',
-          path: [index, 'host'],
-          input: entry.host,
-          message: `a host not already configured by registries.${sameHost}`,
-        });
-      }
-    });
-  });
+  .superRefine(rejectRepeatedHosts((first) => `a host not already configured by registries.${first}`));
 
 const apiTokensSchema = z
   .array(
