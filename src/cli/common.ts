@@ -12,7 +12,7 @@ export class UsageError extends Error {}
 export class UnreachableError extends Error {}
 
 /**
- * Checks once, within 5 s, that Redis answers, so that a command fails with one clear line instead of
+ * Checks once, within 5 s, that Redis responds, so that a command fails with one clear line instead of
  * retrying forever against a wrong MIRRORFLEET_REDIS_URL.
  */
 export async function ensureRedisReachable(config: Config): Promise<void> {
@@ -47,7 +47,7 @@ export function producerFor(config: Config): MirrorfleetProducer {
   return new MirrorfleetProducer({ connection, prefix: config.redis.keyPrefix });
 }
 
-/** A short human summary of a finished mirror job. */
+/** Formats a short human summary of a finished mirror job. */
 export function describeResult(result: MirrorResult): string {
   const moved =
     result.action === 'skipped' || result.action === 'not-needed'

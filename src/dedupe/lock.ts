@@ -90,7 +90,7 @@ export async function withLock<T>(
   let renewedAt = Date.now();
   const renewal = setInterval(() => {
     // Checked on every tick, because while Redis is unreachable a command may neither succeed nor fail:
-    // a client with an offline queue holds it until the connection returns.
+    // a client with an offline queue keeps it until the connection returns.
     if (Date.now() - renewedAt >= options.ttlMs) {
       lost.abort(new LockLostError(key, `no renewal succeeded for ${options.ttlMs} ms`));
       return;
@@ -98,7 +98,7 @@ export async function withLock<T>(
     redis.eval(RENEW_SCRIPT, 1, key, token, String(options.ttlMs)).then(
       (renewed) => {
         if (renewed === 1) renewedAt = Date.now();
-        else lost.abort(new LockLostError(key, 'another owner holds it now'));
+        else lost.abort(new LockLostError(key, 'another owner has taken it'));
       },
       () => undefined,
     );

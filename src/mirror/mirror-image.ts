@@ -65,8 +65,8 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
   const keys = { prefix: config.redis.keyPrefix };
   const locks = context.locks ?? DEFAULT_LOCK_OPTIONS;
 
-  // 1. Resolve the mirror registry; an undeclared one is refused, so that nobody who can enqueue can
-  //    send images to a registry of their choosing.
+  // 1. Resolve the mirror registry. An undeclared one is rejected, so whoever can enqueue cannot send
+  //    images to a registry of their choosing.
   const registry = findMirrorRegistry(config, request.registry);
   if (!registry) {
     const declared = config.mirrorRegistries.map((entry) => `${entry.name} (${entry.host}${entry.prefix ? `/${entry.prefix}` : ''})`).join(', ');
@@ -196,9 +196,9 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
       };
     };
 
-    // The warm check runs before the tag lock, so a fleet asking for an image already in place never
-    // queues on the lock; under the lock it runs again only when another worker held it first (and may
-    // have just copied the image).
+    // The warm check runs before the tag lock, so a fleet requesting an image already in place never
+    // queues on the lock. Under the lock it runs again only when another worker had the lock first,
+    // because that worker may have just copied the image.
     let waited = false;
     const mirrored =
       (await warm()) ??

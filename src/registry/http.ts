@@ -45,7 +45,7 @@ export interface HttpTransportOptions {
   ca?: string | string[];
   /** Time to wait for response headers, in milliseconds. */
   headersTimeoutMs?: number;
-  /** Longest pause between two body chunks, in milliseconds. */
+  /** Maximum pause between two body chunks, in milliseconds. */
   bodyTimeoutMs?: number;
 }
 
@@ -93,8 +93,8 @@ export class HttpTransport {
       method: req.method,
       headers: req.headers ?? {},
       body: req.body ?? null,
-      // undici 8 closes the connection after every HEAD unless told otherwise (a HEAD answer with a stray
-      // body would desynchronise it). Registries answer HEAD without a body, and existence checks are
+      // undici 8 closes the connection after every HEAD unless the request sets `reset: false` (a HEAD response with a stray
+      // body would desynchronise it). Registries send HEAD responses without a body, and existence checks are
       // most of the warm path: keeping the connection measured 500 HEADs in 2 connections instead of 500.
       reset: false,
     });

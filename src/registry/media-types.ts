@@ -67,7 +67,7 @@ export function isSchema1Type(mediaType: string): boolean {
 /**
  * Decides the media type of manifest bytes: the response's Content-Type when it names a manifest type,
  * else the body's `mediaType` field. Registries that serve `application/json` or `text/plain` exist,
- * which is why the Content-Type alone cannot be trusted. Returns undefined when neither says.
+ * which is why the Content-Type alone cannot be trusted. Returns undefined when neither names a type.
  */
 export function detectMediaType(contentType: string | undefined, body: unknown): string | undefined {
   const declared = contentType?.split(';')[0]?.trim().toLowerCase();

@@ -257,7 +257,7 @@ describe('mirror fleet', () => {
       }
       await victim.kill();
       expect(await (await queue.getJob(job.id!))!.getState(), 'the job did not finish before the kill').toBe('active');
-      // distribution 2.8 answers 404 to a HEAD for an OCI manifest unless Accept names its type.
+      // distribution 2.8 returns 404 to a HEAD for an OCI manifest unless Accept names its type.
       const tagged = await fetch(`${mirror.url}/v2/prod/services/big/${source.host.replace(':', '_')}/big/image/manifests/v1`, {
         method: 'HEAD',
         headers: { accept: 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json' },
