@@ -63,8 +63,8 @@ export class LockLostError extends MirrorfleetError {
  * `onWait` is called once when the lock is busy at the first try.
  *
  * `work` receives a signal that aborts when the lock is lost: a renewal finds another owner, or no
- * renewal has succeeded for a whole `ttlMs` (Redis unreachable), after which another worker may hold
- * it. Work that honours the signal stops, so two holders never work at the same time for long.
+ * renewal has succeeded for three quarters of `ttlMs` (Redis unreachable). That is a quarter of `ttlMs`
+ * before the lock can expire and pass to another worker, so work that honours the signal stops in time.
  */
 export async function withLock<T>(
   redis: Redis,
@@ -75,9 +75,23 @@ export async function withLock<T>(
 ): Promise<T> {
   const token = randomBytes(16).toString('hex');
   const deadline = Date.now() + options.waitMs;
+  const margin = Math.floor(options.ttlMs / 4);
   let delay = 25;
   let waited = false;
-  while ((await redis.set(key, token, 'PX', options.ttlMs, 'NX')) !== 'OK') {
+  let validUntil = 0;
+  while (validUntil - margin <= Date.now()) {
+    const sentAt = Date.now();
+    if ((await redis.set(key, token, 'PX', options.ttlMs, 'NX')) === 'OK') {
+      validUntil = sentAt + options.ttlMs;
+      // A reply that took most of the lock's lifetime leaves too little of it, so renew before working.
+      // This happens when Redis was unreachable and the command waited in the client's offline queue.
+      while (validUntil - margin <= Date.now()) {
+        const renewSentAt = Date.now();
+        if ((await redis.eval(RENEW_SCRIPT, 1, key, token, String(options.ttlMs))) !== 1) break;
+        validUntil = renewSentAt + options.ttlMs;
+      }
+      if (validUntil - margin > Date.now()) break;
+    }
     if (!waited) onWait?.();
     waited = true;
     if (Date.now() > deadline) throw new LockTimeoutError(key, options.waitMs);
@@ -86,19 +100,30 @@ export async function withLock<T>(
     delay = Math.min(delay * 2, 500);
   }
 
+  // Redis starts a lock's lifetime when it runs the command, never before the command was sent. So the
+  // lock is valid at least until `sentAt + ttlMs` of the last SET or renewal that succeeded, and the
+  // holder aborts a quarter of the lifetime before that, while no other worker can take the lock yet.
   const lost = new AbortController();
-  let renewedAt = Date.now();
+  let expiryTimer: NodeJS.Timeout | undefined;
+  const armExpiryTimer = () => {
+    clearTimeout(expiryTimer);
+    expiryTimer = setTimeout(() => {
+      if (Date.now() < validUntil - margin) return armExpiryTimer();
+      lost.abort(new LockLostError(key, `no renewal succeeded for ${Date.now() - (validUntil - options.ttlMs)} ms and the lock expires soon`));
+    }, Math.max(0, validUntil - margin - Date.now()));
+  };
+  armExpiryTimer();
   const renewal = setInterval(() => {
-    // Checked on every tick, because while Redis is unreachable a command may neither succeed nor fail:
-    // a client with an offline queue keeps it until the connection returns.
-    if (Date.now() - renewedAt >= options.ttlMs) {
-      lost.abort(new LockLostError(key, `no renewal succeeded for ${options.ttlMs} ms`));
-      return;
-    }
+    if (lost.signal.aborted) return;
+    const sentAt = Date.now();
     redis.eval(RENEW_SCRIPT, 1, key, token, String(options.ttlMs)).then(
       (renewed) => {
-        if (renewed === 1) renewedAt = Date.now();
-        else lost.abort(new LockLostError(key, 'another owner has taken it'));
+        if (renewed !== 1) {
+          lost.abort(new LockLostError(key, 'another owner has taken it'));
+        } else if (!lost.signal.aborted && sentAt + options.ttlMs > validUntil) {
+          validUntil = sentAt + options.ttlMs;
+          armExpiryTimer();
+        }
       },
       () => undefined,
     );
@@ -107,6 +132,7 @@ export async function withLock<T>(
     return await work(lost.signal);
   } finally {
     clearInterval(renewal);
+    clearTimeout(expiryTimer);
     await redis.eval(RELEASE_SCRIPT, 1, key, token).catch(() => undefined);
   }
 }

@@ -78,3 +78,54 @@ describe('withLock', () => {
     expect(await client.get(name), "the other owner's lock is left alone").toBe('another-worker');
   });
 });
+
+describe('withLock while Redis takes no writes', () => {
+  test('holder aborts before lock expiry', async () => {
+    const name = key();
+    const holder = new Redis(redis.url);
+    try {
+      const remainingAtAbort = await withLock(
+        holder,
+        name,
+        async (signal) => {
+          // Renewals are writes, so they wait while writes are paused, as they would while Redis is down.
+          await client.call('CLIENT', 'PAUSE', '10000', 'WRITE');
+          await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }));
+          // Reads are still served, so this is the lock's remaining lifetime when the holder aborted.
+          const remaining = await client.pttl(name);
+          await client.call('CLIENT', 'UNPAUSE');
+          return remaining;
+        },
+        { ttlMs: 3000, waitMs: 1000 },
+      );
+      expect(remainingAtAbort, 'the lock is still valid when the holder aborts').toBeGreaterThan(0);
+    } finally {
+      await client.call('CLIENT', 'UNPAUSE');
+      holder.disconnect();
+    }
+  });
+
+  test('delayed grant renews before work', async () => {
+    const name = key();
+    const holder = new Redis(redis.url);
+    try {
+      // The SET waits on the server for most of the lock's lifetime, as a command queued through an outage would.
+      await client.call('CLIENT', 'PAUSE', '2500', 'WRITE');
+      const outcome = await withLock(
+        holder,
+        name,
+        async (signal) => {
+          const abortedAtStart = signal.aborted;
+          await sleep(300);
+          return { abortedAtStart, abortedLater: signal.aborted, remaining: await client.pttl(name) };
+        },
+        { ttlMs: 3000, waitMs: 10_000 },
+      );
+      expect(outcome).toMatchObject({ abortedAtStart: false, abortedLater: false });
+      expect(outcome.remaining, 'the lock was renewed for a whole lifetime').toBeGreaterThan(750);
+    } finally {
+      await client.call('CLIENT', 'UNPAUSE');
+      holder.disconnect();
+    }
+  });
+});

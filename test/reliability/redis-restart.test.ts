@@ -81,6 +81,8 @@ async function scanKeys(pattern: string): Promise<string[]> {
 
 interface UploadSession {
   digest: string;
+  /** Upload URL path, which includes the target repository. */
+  path: string;
   startMs: number;
   endMs: number;
   committed: boolean;
@@ -98,7 +100,7 @@ function uploadSessions(requests: readonly ProxiedRequest[]): UploadSession[] {
     const finish = requests.find((entry) => entry.method === 'PUT' && entry.path.includes(`/blobs/uploads/${uuid}`) && entry.path.includes('digest='));
     if (!finish) continue;
     const digest = decodeURIComponent(/[?&]digest=([^&]+)/.exec(finish.path)![1]!);
-    sessions.push({ digest, startMs: start.startMs, endMs: finish.endMs, committed: finish.status === 201 });
+    sessions.push({ digest, path: start.location!, startMs: start.startMs, endMs: finish.endMs, committed: finish.status === 201 });
   }
   return sessions;
 }
@@ -140,7 +142,8 @@ test('jobs, workers and locks survive a Redis crash', async () => {
     expect(uploads.filter((upload) => upload.committed).length, `${digest} is committed to the target`).toBeGreaterThanOrEqual(1);
     const sorted = uploads.toSorted((a, b) => a.startMs - b.startMs);
     for (let i = 1; i < sorted.length; i += 1) {
-      expect(sorted[i]!.startMs, `two uploads of ${digest} ran at the same time`).toBeGreaterThanOrEqual(sorted[i - 1]!.endMs);
+      const [earlier, later] = [sorted[i - 1]!, sorted[i]!];
+      expect(later.startMs, `two uploads of ${digest} ran at the same time: ${JSON.stringify([earlier, later])}`).toBeGreaterThanOrEqual(earlier.endMs);
     }
   }
   expect(byDigest.size, 'every blob of every image was uploaded').toBe(IMAGES * 4);
