@@ -5,6 +5,7 @@ import { InvalidInputError } from '../src/errors.ts';
 import { formatReference, parseReference } from '../src/image-ref/reference.ts';
 import { referenceForMessage } from '../src/image-ref/message-value.ts';
 import { formatPlatform, parsePlatform } from '../src/registry/media-types.ts';
+import { platformNameProblem } from './platforms.ts';
 import { REFERRER_SELECTIONS, type CopiedReferrer, type FailedReferrer, type FallbackIndex } from '../src/registry/referrers.ts';
 
 /**
@@ -57,11 +58,13 @@ export const mirrorRequestSchema = z
       context.addIssue({ code: 'custom', path: ['source'], message: (error as Error).message });
     }
     for (const [index, platform] of (request.platforms ?? []).entries()) {
+      let problem: string | undefined;
       try {
-        parsePlatform(platform);
+        problem = platformNameProblem(parsePlatform(platform));
       } catch (error) {
-        context.addIssue({ code: 'custom', path: ['platforms', index], message: (error as Error).message });
+        problem = (error as Error).message;
       }
+      if (problem !== undefined) context.addIssue({ code: 'custom', path: ['platforms', index], message: problem });
     }
   });
 
@@ -93,7 +96,9 @@ function describeValue(value: unknown): string {
       if (typeof inner === 'bigint') return `${inner}n`;
       return inner;
     });
-    return text === undefined ? `a ${typeof value}` : text.slice(0, 200);
+    if (text === undefined) return `a ${typeof value}`;
+    // The replacer has cut a string already; cutting its JSON again would drop the closing quote.
+    return typeof value === 'string' ? text : text.slice(0, 200);
   } catch {
     return `a ${typeof value} that cannot be printed`;
   }

@@ -16,6 +16,8 @@ export type ErrorCode =
   | 'REGISTRY_RATE_LIMITED'
   | 'REGISTRY_UNAVAILABLE'
   | 'REGISTRY_PROTOCOL'
+  | 'REGISTRY_TLS_MISMATCH'
+  | 'REGISTRY_DNS_FAILED'
   | 'DIGEST_MISMATCH'
   | 'UNSUPPORTED_MANIFEST'
   | 'MISSING_CHILD'
@@ -23,6 +25,7 @@ export type ErrorCode =
   | 'LOCK_LOST'
   | 'BUILD_FAILED'
   | 'GIT_FAILED'
+  | 'PORT_UNAVAILABLE'
   | 'INTERNAL';
 
 export interface MirrorfleetErrorOptions {
@@ -131,4 +134,17 @@ export class MissingChildError extends MirrorfleetError {
 export function isRetryable(error: unknown): boolean {
   if (error instanceof MirrorfleetError) return error.retryable;
   return false;
+}
+
+/**
+ * A server of this process (metrics, API) cannot listen on its port: another process listens on it, or
+ * the port or address is not available to this process. Retrying at once does not help.
+ */
+export class PortUnavailableError extends MirrorfleetError {
+  readonly port: number;
+
+  constructor(port: number, message: string, cause?: unknown) {
+    super('PORT_UNAVAILABLE', message, { cause });
+    this.port = port;
+  }
 }

@@ -1,7 +1,12 @@
-import type { Worker } from 'bullmq';
+import type { Job, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { createRedisConnection } from '../src/redis/connection.ts';
 import type { Server } from 'node:http';
-import type { Config } from '../src/config/config.ts';
+import { ENV, type Config } from '../src/config/config.ts';
+import { DEFAULTS } from '../src/config/schema.ts';
+import { InvalidInputError, MirrorfleetError } from '../src/errors.ts';
+import type { Resolver } from '../src/net/connector.ts';
+import { checkPort } from '../src/util/listen.ts';
 import { createLogger, type Logger } from '../src/log/logger.ts';
 import { Metrics } from '../src/metrics/metrics.ts';
 import { startHealthServer } from '../src/metrics/server.ts';
@@ -10,6 +15,7 @@ import { RegistryClients } from '../src/mirror/clients.ts';
 import { createRegistryGates } from '../src/ratelimit/registry-gates.ts';
 import { NetworkPolicy } from '../src/net/policy.ts';
 import { HttpTransport } from '../src/registry/http.ts';
+import type { RetryPolicy } from '../src/registry/retry.ts';
 import { MIRROR_QUEUE } from '../queues/mirror.ts';
 import { createMirrorWorker } from './mirror.ts';
 import { BUILD_QUEUE } from '../queues/build.ts';
@@ -20,7 +26,9 @@ import type { WorkerDependencies } from './types.ts';
 
 /**
  * A worker process: one BullMQ worker per queue, a metrics and health server, and a graceful shutdown
- * on SIGTERM or SIGINT (stop taking jobs, let active jobs finish within the grace period, exit 0).
+ * on SIGTERM or SIGINT: stop taking jobs, let active jobs finish within the grace period, then hand
+ * the jobs still running back to the queue and cut their transfers. Every step after the grace period
+ * is bounded, so the process exits (with 0) even when Redis does not respond.
  */
 
 /** One factory per queue a worker process can serve; a new queue adds its line here. */
@@ -37,8 +45,17 @@ export interface WorkerProcessOptions {
   queues: string[];
   concurrency: number;
   metricsPort: number;
+  /**
+   * Setting the metrics port came from, such as `--metrics-port`, for the error when the port cannot
+   * be used. Without it, the setting is inferred from `config` and the environment.
+   */
+  metricsPortSource?: string;
   /** Job lock duration; a job of a killed worker is taken up by another after about this long. */
   lockDurationMs?: number;
+  /** Replaces DNS resolution of registry host names; tests pass a stub so that no query leaves the machine. */
+  resolver?: Resolver;
+  /** Overrides the registry clients' retry policy, such as shorter waits in tests. */
+  retry?: Partial<RetryPolicy>;
   logger?: Logger;
 }
 
@@ -48,76 +65,185 @@ export interface RunningWorkers {
   stop(graceMs: number): Promise<void>;
 }
 
+// Bound of each shutdown step after the grace period, because with Redis unreachable a command can wait forever.
+const SHUTDOWN_STEP_MS = 5_000;
+
+/**
+ * Starts one BullMQ worker per queue in `options.queues`, the metrics server and the queue sampler.
+ * The metrics port is bound first, so that a port in use stops the process before it connects to
+ * Redis or takes a job.
+ * @throws InvalidInputError for an unknown queue or an invalid metrics port, before anything opens.
+ * @throws PortUnavailableError when the metrics port is in use; nothing is left open then.
+ */
 export async function startWorkers(options: WorkerProcessOptions): Promise<RunningWorkers> {
   const { config } = options;
   const logger = options.logger ?? createLogger(config.logLevel);
-  const metrics = new Metrics();
-  const connection = createRedisConnection(config.redis, { maxRetriesPerRequest: null });
-  connection.on('error', (error: Error) => logger.warn({ error: error.message }, 'redis connection error; reconnecting'));
-
-  const requestTimeoutMs = config.limits.requestTimeoutSeconds * 1000;
-  const transport = new HttpTransport({
-    policy: new NetworkPolicy(config.allowNetworks),
-    headersTimeoutMs: requestTimeoutMs,
-    bodyTimeoutMs: requestTimeoutMs,
-  });
-  transport.observe(({ registry, method, status }) => metrics.registryRequests.inc({ registry, method, status: String(status) }));
-  // Request budgets per registry host, shared by the fleet through Redis (rateLimits in the configuration).
-  const gates = createRegistryGates({ config, redis: connection, metrics });
-  const clients = new RegistryClients(config, transport, undefined, gates, (event) => metrics.recordRegistryRetry(event));
-  const prefix = config.redis.keyPrefix;
-
-  const workers: Worker[] = [];
   for (const queue of options.queues) {
-    const factory = WORKER_FACTORIES[queue];
-    if (!factory) throw new Error(`unknown queue "${queue}"; accepted: ${WORKER_QUEUES.join(', ')}`);
-    const worker = factory({
-      config,
-      redis: connection,
-      clients,
-      connection,
-      prefix,
-      concurrency: options.concurrency,
-      logger,
-      metrics,
-      ...(options.lockDurationMs ? { lockDurationMs: options.lockDurationMs } : {}),
-    });
-    worker.on('error', (error) => logger.error({ queue, error: error.message }, 'worker error'));
-    workers.push(worker);
+    if (!WORKER_FACTORIES[queue]) throw new InvalidInputError(`unknown queue "${queue}"; accepted: ${WORKER_QUEUES.join(', ')}`);
+  }
+  const metricsHost = config.worker.metricsHost ?? '0.0.0.0';
+  const portSource = options.metricsPortSource ?? metricsPortSource(options);
+  checkPort({ server: 'metrics server', port: options.metricsPort, host: metricsHost, source: portSource, minimum: 0, zeroMeans: 'turns it off', advice: '' });
+  if (options.queues.includes(MIRROR_QUEUE) && config.mirrorRegistries.length === 0) {
+    logger.warn(
+      { queues: options.queues },
+      'no mirror registry is declared, so every mirror job will be rejected; declare one with MIRRORFLEET_MIRROR_REGISTRIES=NAME=HOST[:PORT][/PREFIX] or mirrorRegistries in the configuration file',
+    );
   }
 
+  const metrics = new Metrics();
+  let connection: Redis | undefined;
   const metricsServer =
     options.metricsPort > 0
-      ? await startHealthServer({ metrics, port: options.metricsPort, host: config.worker.metricsHost, ready: async () => (await connection.ping()) === 'PONG' })
+      ? await startHealthServer({
+          metrics,
+          port: options.metricsPort,
+          host: metricsHost,
+          portSetting: {
+            source: portSource,
+            advice: `two workers on one host need different ports: pass --metrics-port 0 to turn the metrics server off, or --metrics-port with a free port (or set ${ENV.metricsPort})`,
+          },
+          ready: async () => connection !== undefined && (await connection.ping()) === 'PONG',
+        })
       : undefined;
 
+  try {
+    connection = createRedisConnection(config.redis, { maxRetriesPerRequest: null });
+  } catch (error) {
+    metricsServer?.close();
+    throw error;
+  }
+  const redis = connection;
+  redis.on('error', (error: Error) => logger.warn({ error: error.message }, 'redis connection error; reconnecting'));
+  let transport: HttpTransport | undefined;
+  let gates: ReturnType<typeof createRegistryGates>;
+  const workers: Worker[] = [];
+  try {
+    const requestTimeoutMs = config.limits.requestTimeoutSeconds * 1000;
+    transport = new HttpTransport({
+      policy: new NetworkPolicy(config.allowNetworks),
+      headersTimeoutMs: requestTimeoutMs,
+      bodyTimeoutMs: requestTimeoutMs,
+      ...(options.resolver ? { resolver: options.resolver } : {}),
+    });
+    transport.observe(({ registry, method, status }) => metrics.registryRequests.inc({ registry, method, status: String(status) }));
+    // Request budgets per registry host, shared by the fleet through Redis (rateLimits in the configuration).
+    gates = createRegistryGates({ config, redis, metrics });
+    const clients = new RegistryClients(config, transport, options.retry, gates, (event) => metrics.recordRegistryRetry(event));
+    for (const queue of options.queues) {
+      const worker = WORKER_FACTORIES[queue]!({
+        config,
+        redis,
+        clients,
+        connection: redis,
+        prefix: config.redis.keyPrefix,
+        concurrency: options.concurrency,
+        logger,
+        metrics,
+        ...(options.lockDurationMs ? { lockDurationMs: options.lockDurationMs } : {}),
+      });
+      worker.on('error', (error) => logger.error({ queue, error: error.message }, 'worker error'));
+      workers.push(worker);
+    }
+  } catch (error) {
+    await Promise.all(workers.map((worker) => bounded(worker.close(true))));
+    gates?.close();
+    await bounded(transport?.destroy());
+    metricsServer?.close();
+    redis.disconnect();
+    throw error;
+  }
+
   // Every known queue, not only the ones this process serves: whichever process holds the lease reports the whole fleet.
-  const sampler = startQueueSampler({ connection, prefix, queues: WORKER_QUEUES, metrics });
+  const sampler = startQueueSampler({ connection: redis, prefix: config.redis.keyPrefix, queues: WORKER_QUEUES, metrics });
+  const active = trackActiveJobs(workers);
   logger.info({ queues: options.queues, concurrency: options.concurrency, metricsPort: options.metricsPort }, 'workers started');
 
+  const httpTransport = transport;
   let stopping: Promise<void> | undefined;
   const stop = (graceMs: number) => {
     stopping ??= (async () => {
-      logger.info({ graceMs }, 'stopping: no new jobs; waiting for active jobs');
+      logger.info({ graceMs, activeJobs: active.size }, 'stopping: no new jobs; waiting for active jobs');
       const closing = Promise.all(workers.map((worker) => worker.close()));
-      const timedOut = await Promise.race([closing.then(() => false), new Promise<boolean>((resolve) => setTimeout(() => resolve(true), graceMs).unref())]);
-      // Each remaining step is bounded, because with Redis unreachable a command can wait forever.
-      const bounded = (work: Promise<unknown>) => Promise.race([work.catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
-      if (timedOut) {
-        // Jobs still active go back to the queue through stalled-job recovery on another worker: their
-        // transfers are cut below, and their job locks expire.
-        logger.warn({ graceMs }, 'grace period over; handing active jobs back');
-        await bounded(Promise.all(workers.map((worker) => worker.close(true))));
+      const finished = await settlesWithin(closing, graceMs);
+      if (!finished) {
+        // Each job still running goes back to the wait list without spending an attempt, so another
+        // worker takes it up at once. Its transfers are cut next, so it pushes no manifest afterwards.
+        logger.warn({ graceMs, jobIds: [...active.keys()] }, 'grace period over; handing active jobs back to the queue');
+        await bounded(handBack(active, logger));
+        const reason = new MirrorfleetError(
+          'TIMEOUT',
+          `the worker is stopping and its shutdown grace period of ${Math.round(graceMs / 1000)} s (worker.shutdownGraceSeconds) is over; the job goes back to the queue`,
+          { retryable: true },
+        );
+        await bounded(httpTransport.destroy(reason));
+        // The cut jobs unwind and release their Redis locks before the connection closes.
+        await bounded(closing);
       }
       await bounded(sampler.stop());
       metricsServer?.close();
       gates?.close();
-      // After the grace period, requests still running are cut instead of awaited.
-      await bounded(timedOut ? transport.destroy() : transport.close());
-      connection.disconnect();
+      if (finished) await bounded(httpTransport.close());
+      redis.disconnect();
       logger.info('stopped');
     })();
     return stopping;
   };
   return { workers, metricsServer, stop };
+}
+
+/** Names the setting the metrics port came from, for a caller that passed none. */
+function metricsPortSource(options: WorkerProcessOptions): string {
+  if (options.metricsPort !== options.config.worker.metricsPort) return '--metrics-port';
+  if (process.env[ENV.metricsPort] !== undefined) return ENV.metricsPort;
+  return `worker.metricsPort in the configuration file, or its default ${DEFAULTS.metricsPort}`;
+}
+
+/** Keeps the jobs each worker is running, by queue and job id, from 'active' until 'completed' or 'failed'. */
+function trackActiveJobs(workers: Worker[]): Map<string, Job> {
+  const active = new Map<string, Job>();
+  for (const worker of workers) {
+    const key = (job: Job) => `${worker.name}:${job.id}`;
+    worker.on('active', (job) => active.set(key(job), job));
+    worker.on('completed', (job) => active.delete(key(job)));
+    worker.on('failed', (job) => {
+      if (job) active.delete(key(job));
+    });
+  }
+  return active;
+}
+
+/** Moves every job still running back to its queue's wait list with the lock token this process holds. */
+async function handBack(active: Map<string, Job>, logger: Logger): Promise<void> {
+  await Promise.all(
+    [...active.values()].map(async (job) => {
+      try {
+        await job.moveToWait(job.token);
+        logger.info({ jobId: job.id, queue: job.queueName }, 'job handed back to the queue');
+      } catch (error) {
+        logger.warn(
+          { jobId: job.id, queue: job.queueName, error: (error as Error).message },
+          'cannot hand the job back; it returns to the queue when its lock expires',
+        );
+      }
+    }),
+  );
+}
+
+/** Returns true when `work` settles within `ms` milliseconds, false when the time runs out first. */
+async function settlesWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([work.then(() => true, () => true), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Waits for `work` at most SHUTDOWN_STEP_MS; its failure is ignored, because stopping goes on regardless. */
+async function bounded(work: Promise<unknown> | undefined): Promise<void> {
+  await settlesWithin(work ?? Promise.resolve(), SHUTDOWN_STEP_MS);
 }

@@ -1,13 +1,15 @@
 import { performance } from 'node:perf_hooks';
 import { skopeoCopy } from '../../test/harness/skopeo.ts';
 import type { BenchContext } from '../context.ts';
+import { formatCommands, RedisCommandCounter, totalCommands } from '../redis-commands.ts';
 import { percentile } from '../report.ts';
 import { formatKinds, trafficOf } from '../traffic.ts';
 
 /**
  * Scenario 2: the mirror registry already has the image. mirrorfleet runs one job at a time (enqueue
  * to result, one worker process), and each job's latency is recorded. skopeo copies the same image into a
- * repository that already has it. Requests per job come from both registries' access logs.
+ * repository that already has it. Requests per job come from both registries' access logs, and Redis
+ * commands per job (worker and producer, commands inside Lua scripts included) from `INFO commandstats`.
  */
 
 export const WARM = '2 warm repeat';
@@ -18,6 +20,7 @@ export async function warmRepeat(context: BenchContext): Promise<void> {
   const reference = context.reference(image);
   const mirror = await context.startMirror();
   const fleet = await context.startFleet(mirror, { workers: 1 });
+  const commands = new RedisCommandCounter(context.redis.url);
   try {
     const request = fleet.request(reference, 'warm');
     const first = await fleet.mirrorAndWait(request);
@@ -28,7 +31,7 @@ export async function warmRepeat(context: BenchContext): Promise<void> {
 
     for (let run = 0; run < settings.runs; run += 1) {
       // mirrorfleet: one job at a time.
-      await Promise.all([source.clearLog(), mirror.clearLog()]);
+      await Promise.all([source.clearLog(), mirror.clearLog(), commands.reset()]);
       const latencies: number[] = [];
       const inWorker: number[] = [];
       for (let i = 0; i < settings.warmJobs; i += 1) {
@@ -41,6 +44,7 @@ export async function warmRepeat(context: BenchContext): Promise<void> {
         if (jobIds.has(result.jobId)) throw new Error(`warm-repeat job ${i} returned the result of job ${result.jobId} again`);
         jobIds.add(result.jobId);
       }
+      const commandCounts = await commands.read();
       const sourceTraffic = trafficOf(await source.requests(), context.blobSizes);
       const mirrorTraffic = trafficOf(await mirror.requests(), context.blobSizes);
       const jobs = settings.warmJobs;
@@ -51,7 +55,11 @@ export async function warmRepeat(context: BenchContext): Promise<void> {
       table.add(WARM, 'mirrorfleet requests to mirror per job', 'requests', mirrorTraffic.requests / jobs);
       table.add(WARM, 'mirrorfleet manifest PUTs per job', 'requests', mirrorTraffic.manifestPuts / jobs);
       table.add(WARM, 'mirrorfleet blob requests per job', 'requests', (sourceTraffic.blobRequests + mirrorTraffic.blobRequests) / jobs);
+      const commandTotals = totalCommands(commandCounts);
+      table.add(WARM, 'mirrorfleet Redis commands per job', 'commands', commandTotals.all / jobs);
+      table.add(WARM, 'mirrorfleet Redis script calls per job', 'commands', commandTotals.scripts / jobs);
       if (run === 0) {
+        context.note(WARM, `mirrorfleet Redis commands per job (worker and producer): ${formatCommands(commandCounts, jobs)}`);
         context.note(WARM, `mirrorfleet per job: source ${formatKinds(sourceTraffic.byKind, jobs)}; mirror ${formatKinds(mirrorTraffic.byKind, jobs)}`);
       }
 
@@ -75,6 +83,7 @@ export async function warmRepeat(context: BenchContext): Promise<void> {
       }
     }
   } finally {
+    await commands.close();
     await context.release(fleet, mirror);
   }
 

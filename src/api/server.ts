@@ -3,6 +3,9 @@ import type { Redis } from 'ioredis';
 import { createRedisConnection } from '../redis/connection.ts';
 import type { ApiScope, Config } from '../config/config.ts';
 import { MirrorfleetError } from '../errors.ts';
+import { ENV } from '../config/env.ts';
+import { DEFAULTS } from '../config/schema.ts';
+import { checkPort, explainListenFailure, type PortSetting } from '../util/listen.ts';
 import type { Logger } from '../log/logger.ts';
 import { Metrics } from '../metrics/metrics.ts';
 import { startQueueSampler, type QueueSampler } from '../metrics/queue-sampler.ts';
@@ -28,6 +31,11 @@ export interface ApiOptions {
   host?: string;
   /** Port to listen on; 0 picks a free one. Default `config.api.port`. */
   port?: number;
+  /**
+   * Setting the port came from, such as `--port`, for the error when the port cannot be used. Without
+   * it, the setting is inferred from `config` and the environment.
+   */
+  portSource?: string;
   /** Queues to serve. Default `QUEUE_ROUTES`. */
   routes?: readonly QueueRoute[];
   /** How long to wait for Redis at start before giving up, in milliseconds. Default 30 s. */
@@ -54,6 +62,8 @@ const SAMPLER_WARNING_INTERVAL_MS = 10 * 60_000;
 /**
  * Connects to Redis, then starts the API. Rejects when Redis does not respond within `redisTimeoutMs`
  * or no API token is configured.
+ * @throws InvalidInputError for a port outside 0 to 65535, before anything opens.
+ * @throws PortUnavailableError when the port is in use or not allowed, after closing Redis.
  */
 export async function startApi(options: ApiOptions): Promise<RunningApi> {
   const { config, logger } = options;
@@ -64,6 +74,8 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
       'no API tokens configured, so every request would be refused; set MIRRORFLEET_API_TOKENS=TOKEN:SCOPE,... (scopes enqueue, admin) or api.tokens in the configuration file',
     );
   }
+  const portSetting = apiPortSetting(options);
+  checkPort(portSetting);
 
   // Queue commands fail at once while Redis is unreachable (503), instead of queueing up in memory.
   const connection = createRedisConnection(config.redis, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
@@ -77,9 +89,15 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
 
   const queueRoutes = options.routes ?? QUEUE_ROUTES;
   const metrics = new Metrics();
+  const eventConnections: Redis[] = [];
   const jobs = new JobQueues({
     connection,
-    createEventsConnection: () => logConnectionErrors(connection.duplicate({ maxRetriesPerRequest: null, enableOfflineQueue: true }), logger),
+    createEventsConnection: () => {
+      const events = logConnectionErrors(connection.duplicate({ maxRetriesPerRequest: null, enableOfflineQueue: true }), logger);
+      // QueueEvents leaves a connection it was given open on close, so closeAll closes these itself.
+      eventConnections.push(events);
+      return events;
+    },
     prefix: config.redis.keyPrefix,
     routes: queueRoutes,
     context: { config },
@@ -107,10 +125,10 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
   const app = await createApp({ operations, document, tokens, jobs, metrics, connection, logger, shutdown: shutdown.signal, servedRoutes });
 
   try {
-    await app.listen({ port: options.port ?? config.api.port, host: options.host ?? config.api.host ?? '0.0.0.0' });
+    await app.listen({ port: portSetting.port, host: portSetting.host });
   } catch (error) {
-    await closeAll(app, sampler, jobs, connection);
-    throw error;
+    await closeAll(app, sampler, jobs, [connection, ...eventConnections]);
+    throw explainListenFailure(error, portSetting);
   }
   const address = app.server.address();
   const url = typeof address === 'object' && address !== null ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}` : String(address);
@@ -126,11 +144,32 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
     close: () => {
       closing ??= (async () => {
         shutdown.abort();
-        await closeAll(app, sampler, jobs, connection);
+        await closeAll(app, sampler, jobs, [connection, ...eventConnections]);
         logger.info('api stopped');
       })();
       return closing;
     },
+  };
+}
+
+/** Describes the API's port and the setting it came from, for checks and error messages. */
+function apiPortSetting(options: ApiOptions): PortSetting {
+  const { config } = options;
+  const port = options.port ?? config.api.port;
+  let source = options.portSource;
+  if (source === undefined) {
+    if (port !== config.api.port) source = '--port';
+    else if (process.env[ENV.apiPort] !== undefined) source = ENV.apiPort;
+    else source = `api.port in the configuration file, or its default ${DEFAULTS.apiPort}`;
+  }
+  return {
+    server: 'API',
+    port,
+    host: options.host ?? config.api.host ?? '0.0.0.0',
+    source,
+    minimum: 0,
+    zeroMeans: 'picks a free port',
+    advice: `stop the other process, or pass --port with a free port (or set ${ENV.apiPort})`,
   };
 }
 
@@ -145,11 +184,11 @@ function logConnectionErrors(connection: Redis, logger: Logger): Redis {
   return connection;
 }
 
-async function closeAll(app: FastifyInstance, sampler: QueueSampler, jobs: JobQueues, connection: Redis): Promise<void> {
+async function closeAll(app: FastifyInstance, sampler: QueueSampler, jobs: JobQueues, connections: Redis[]): Promise<void> {
   await app.close();
   await sampler.stop();
   await jobs.close();
-  await connection.quit().catch(() => connection.disconnect());
+  await Promise.all(connections.map((connection) => connection.quit().catch(() => connection.disconnect())));
 }
 
 async function waitForReady(connection: Redis, timeoutMs: number): Promise<void> {

@@ -2,7 +2,7 @@ import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
-import { findMirrorRegistry, type Config, type MirrorRegistryConfig } from '../config/config.ts';
+import { requireMirrorRegistry, type Config, type MirrorRegistryConfig } from '../config/config.ts';
 import { DEFAULTS } from '../config/schema.ts';
 import { InvalidInputError, MirrorfleetError, RegistryError } from '../errors.ts';
 import { sweepSchedulerFor, type SweepScheduler } from '../cleanup/schedule.ts';
@@ -100,7 +100,7 @@ export async function buildImage(payload: BuildPayload, context: BuildContext, h
 
   // 1. Resolve the inputs.
   const registry = requireMirrorRegistry(config, payload.registry);
-  const provider = createProvider(registry, config, clients);
+  const provider = await createProvider(registry, config, clients);
   const ring = keyRing(config);
   const variables: BuildVariable[] = payload.variables.map((variable) => ({
     name: variable.name,
@@ -253,17 +253,6 @@ async function recordBuildUse(
   const dueAt = (await store.serverTime()) + retentionSeconds * 1000;
   const scheduler = context.sweeps ?? sweepSchedulerFor(context.redis, context.config.redis.keyPrefix);
   await scheduler.scheduleSweep(registry.name, dueAt);
-}
-
-/** Finds the declared mirror registry, or throws InvalidInputError listing the declared ones. */
-function requireMirrorRegistry(config: Config, nameOrLocation: string): MirrorRegistryConfig {
-  const registry = findMirrorRegistry(config, nameOrLocation);
-  if (registry) return registry;
-  // Only declared registries are accepted, so that nobody who can enqueue can push to a registry of their choosing.
-  const declared = config.mirrorRegistries.map((entry) => `${entry.name} (${entry.host}${entry.prefix ? `/${entry.prefix}` : ''})`).join(', ');
-  throw new InvalidInputError(
-    `registry "${nameOrLocation}" is not a declared mirror registry; declared: ${declared || 'none'} (declare it in MIRRORFLEET_MIRROR_REGISTRIES or the configuration file)`,
-  );
 }
 
 /** Writes each secret value to a file of its own (mode 0600) and returns the builder's `--secret` entries. */

@@ -36,7 +36,7 @@ export function storeOf(context: CleanupContext): ReferenceStore {
   return new ReferenceStore(context.redis, { prefix: context.config.redis.keyPrefix });
 }
 
-export function providerOf(context: CleanupContext, registry: MirrorRegistryConfig): TargetProvider {
+export async function providerOf(context: CleanupContext, registry: MirrorRegistryConfig): Promise<TargetProvider> {
   return context.providerFor ? context.providerFor(registry) : createProvider(registry, context.config, context.clients);
 }
 

@@ -33,7 +33,7 @@ export async function runReconcile(request: ReconcileRequest, context: CleanupCo
   const result = emptyResult('reconcile', context.jobId, request.dryRun);
   const store = storeOf(context);
   const selected = selectRegistries(context.config, request.registry);
-  const providers = selected.map((registry) => ({ registry, provider: providerOf(context, registry) }));
+  const providers = await Promise.all(selected.map(async (registry) => ({ registry, provider: await providerOf(context, registry) })));
   const startedAt = await store.serverTime();
 
   // 1. Sort, dropping repeats: a list from kubectl names an image once per pod.

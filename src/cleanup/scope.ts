@@ -1,6 +1,5 @@
-import { findMirrorRegistry, type Config, type MirrorRegistryConfig } from '../config/config.ts';
+import { requireMirrorRegistry, type Config, type MirrorRegistryConfig } from '../config/config.ts';
 import { DEFAULTS } from '../config/schema.ts';
-import { InvalidInputError } from '../errors.ts';
 
 /**
  * Selection of the mirror registries a cleanup job acts on, and ownership of recorded repositories. The
@@ -12,15 +11,7 @@ import { InvalidInputError } from '../errors.ts';
 /** Returns the mirror registries a job selects: the one named, or every declared one when `nameOrLocation` is absent. */
 export function selectRegistries(config: Config, nameOrLocation: string | undefined): MirrorRegistryConfig[] {
   if (nameOrLocation === undefined) return config.mirrorRegistries;
-  const registry = findMirrorRegistry(config, nameOrLocation);
-  if (!registry) {
-    const declared = config.mirrorRegistries.map((entry) => `${entry.name} (${entry.host}${entry.prefix ? `/${entry.prefix}` : ''})`).join(', ');
-    throw new InvalidInputError(
-      `registry "${nameOrLocation}" is not a declared mirror registry; declared: ${declared || 'none'} ` +
-        '(declare it in MIRRORFLEET_MIRROR_REGISTRIES or the configuration file)',
-    );
-  }
-  return [registry];
+  return [requireMirrorRegistry(config, nameOrLocation)];
 }
 
 /** True when `repository` lies under `prefix` ('' contains every repository). */

@@ -47,7 +47,7 @@ export async function runSweep(request: SweepRequest, context: CleanupContext): 
 
 async function sweepRegistry(registry: MirrorRegistryConfig, request: SweepRequest, context: CleanupContext, result: CleanupResult): Promise<void> {
   const store = storeOf(context);
-  const provider = providerOf(context, registry);
+  const provider = await providerOf(context, registry);
   const host = registry.host;
   const keys = { prefix: context.config.redis.keyPrefix };
 

@@ -28,6 +28,8 @@
  *   registry host. Each replaces the file's `rateLimits.hosts` entry for the same host.
  */
 
+import { InvalidInputError } from '../errors.ts';
+import { referenceForMessage } from '../image-ref/message-value.ts';
 import { registerSecret } from '../log/redact.ts';
 import { CLUSTER_KEY_PREFIX_EXPECTED, hasHashTag, parseRedisUrl, redisUrlPassword } from '../redis/url.ts';
 import { ENV, readEnvironment, type EnvironmentOverrides } from './env.ts';
@@ -352,7 +354,9 @@ function registerSecrets(config: Config): void {
 /**
  * Finds a mirror registry by name, or else by location `HOST[:PORT][/PREFIX]`. The host is compared in
  * lowercase and without `:443`, and the prefix must equal the declared one exactly, so a location inside a
- * mirror registry's prefix does not match it. A name wins over a host that is spelt the same.
+ * mirror registry's prefix does not match it. A `HOST[:PORT]` alone matches the registry declared there
+ * without a prefix, else the only registry declared on that host. When several share the host, it
+ * matches none, and `requireMirrorRegistry` lists them. A name wins over a host that is spelt the same.
  */
 export function findMirrorRegistry(config: Config, nameOrLocation: string): MirrorRegistryConfig | undefined {
   const byName = config.mirrorRegistries.find((registry) => registry.name === nameOrLocation);
@@ -362,8 +366,43 @@ export function findMirrorRegistry(config: Config, nameOrLocation: string): Mirr
   const host = normaliseHost(location.host);
   // `host/` names no prefix, and is not the same location as `host`.
   if (host === undefined || location.prefix === '') return undefined;
+  const onHost = config.mirrorRegistries.filter((registry) => registry.host === host);
   const prefix = location.prefix ?? '';
-  return config.mirrorRegistries.find((registry) => registry.host === host && registry.prefix === prefix);
+  const exact = onHost.find((registry) => registry.prefix === prefix);
+  if (exact !== undefined || location.prefix !== undefined) return exact;
+  return onHost.length === 1 ? onHost[0] : undefined;
+}
+
+/**
+ * Returns the mirror registry that `nameOrLocation` names, as `findMirrorRegistry` finds it. Throws
+ * InvalidInputError when there is none, listing the declared registries, or when a `HOST[:PORT]` alone
+ * matches several, listing those. Only declared registries are accepted, so that a producer that can
+ * enqueue cannot make the fleet push to a registry of its choosing.
+ */
+export function requireMirrorRegistry(config: Config, nameOrLocation: string): MirrorRegistryConfig {
+  const registry = findMirrorRegistry(config, nameOrLocation);
+  if (registry !== undefined) return registry;
+
+  const maskedInput = referenceForMessage(nameOrLocation);
+  const location = splitLocation(nameOrLocation);
+  const host = location.prefix === undefined ? normaliseHost(location.host) : undefined;
+  const onHost = config.mirrorRegistries.filter((entry) => entry.host === host);
+  if (onHost.length > 1) {
+    throw new InvalidInputError(
+      `registry "${maskedInput}" matches ${onHost.length} declared mirror registries on that host: ${onHost.map(describeMirrorRegistry).join(', ')}; ` +
+        'give the name or the whole HOST[:PORT]/PREFIX of one of them',
+    );
+  }
+  const declared = config.mirrorRegistries.map(describeMirrorRegistry).join(', ');
+  throw new InvalidInputError(
+    `registry "${maskedInput}" is not a declared mirror registry; declared: ${declared || 'none'} ` +
+      '(declare it in MIRRORFLEET_MIRROR_REGISTRIES or the configuration file)',
+  );
+}
+
+/** Formats a declared mirror registry for messages: `NAME (HOST[/PREFIX])`. */
+function describeMirrorRegistry(registry: MirrorRegistryConfig): string {
+  return `${registry.name} (${registry.host}${registry.prefix ? `/${registry.prefix}` : ''})`;
 }
 
 /**

@@ -1,11 +1,10 @@
 import type { Redis } from 'ioredis';
-import { findMirrorRegistry, type Config } from '../config/config.ts';
-import { InvalidInputError, RegistryError } from '../errors.ts';
-import { referenceForMessage } from '../image-ref/message-value.ts';
+import { requireMirrorRegistry, type Config } from '../config/config.ts';
+import { RegistryError } from '../errors.ts';
 import { formatReference, parseReference, type ImageReference } from '../image-ref/reference.ts';
 import { createProvider } from '../providers/index.ts';
 import { copyImage, copyReferrers, type CopyImageOptions, type CopyProgress } from '../registry/copy.ts';
-import type { ReferrerSelection, ReferrersResult } from '../registry/referrers.ts';
+import { DEFAULT_TAG_LIST_MAX_AGE_MS, TagListCache, type ReferrerSelection, type ReferrersResult } from '../registry/referrers.ts';
 import { parsePlatform } from '../registry/media-types.ts';
 import type { RegistryClient } from '../registry/client.ts';
 import { BlobLocations } from '../dedupe/blob-locations.ts';
@@ -21,6 +20,7 @@ import type { ImageName, User } from '../refcounts/types.ts';
 import type { ManifestHead } from '../registry/client.ts';
 import type { MirrorRequest, MirrorResult } from '../../queues/mirror.ts';
 import type { RegistryClients } from './clients.ts';
+import { readImagePlatforms } from './image-platform.ts';
 
 /**
  * The mirror job itself, without the queue around it. Decides in this order:
@@ -45,6 +45,21 @@ export interface MirrorContext {
   leases?: LeaseOptions;
   /** Enqueues the sweep of a released previous image; a cleanup queue client on `redis` when absent. */
   sweeps?: SweepScheduler;
+  /** Recent tag lists of source repositories for referrer copies; one per RegistryClients when absent. */
+  referrerTagLists?: TagListCache;
+}
+
+// One cache of source tag lists per RegistryClients (that is, per process), shared by every job, so that
+// the jobs for an image that is already mirrored do not each list the source repository's tags.
+const tagListCaches = new WeakMap<RegistryClients, TagListCache>();
+
+function tagListCacheFor(clients: RegistryClients): TagListCache {
+  let cache = tagListCaches.get(clients);
+  if (!cache) {
+    cache = new TagListCache({ maxAgeMs: DEFAULT_TAG_LIST_MAX_AGE_MS, maxEntries: 1_000 });
+    tagListCaches.set(clients, cache);
+  }
+  return cache;
 }
 
 export interface MirrorHooks {
@@ -67,15 +82,8 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
 
   // 1. Resolve the mirror registry. An undeclared one is rejected, so whoever can enqueue cannot send
   //    images to a registry of their choosing.
-  const registry = findMirrorRegistry(config, request.registry);
-  if (!registry) {
-    const declared = config.mirrorRegistries.map((entry) => `${entry.name} (${entry.host}${entry.prefix ? `/${entry.prefix}` : ''})`).join(', ');
-    throw new InvalidInputError(
-      `registry "${referenceForMessage(request.registry)}" is not a declared mirror registry; declared: ${declared || 'none'} ` +
-        '(declare it in MIRRORFLEET_MIRROR_REGISTRIES or the configuration file)',
-    );
-  }
-  const provider = createProvider(registry, config, clients);
+  const registry = requireMirrorRegistry(config, request.registry);
+  const provider = await createProvider(registry, config, clients);
   const source = parseReference(request.source);
   const sourceClient = clients.get(source.registry);
   const base = { jobId: hooks.jobId, source: formatReference(source) };
@@ -135,16 +143,19 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
     referrerFailures: registry.referrerFailures ?? DEFAULTS.referrerFailures,
     // Not the tag lock above: merges into one fallback tag come from jobs for other tags of the repository too.
     fallbackTagLock: (key, work) => withLock(redis, `${keys.prefix}:lock:referrers:${key}`, work, locks),
+    referrerTagLists: context.referrerTagLists ?? tagListCacheFor(clients),
   };
 
   return withLease(store, provider.host, target.repository, async (lease) => {
     let mediaType: string | undefined;
-    // 2. Warm path without a platform filter: one HEAD at each side decides, and then the referrers,
-    //    which may have been added at the source since the image was copied.
+    // 2. Warm path without a platform filter: one HEAD at each side, sent at the same time, decides, and
+    //    then the referrers, which may have been added at the source since the image was copied.
     const warm = async (): Promise<MirrorResult | undefined> => {
       if (!request.platforms?.length) {
-        const sourceDigest = source.digest ?? (await resolveDigest(sourceClient, source));
-        const current = await targetClient.headManifest(target.repository, target.tag);
+        const [sourceDigest, current] = await Promise.all([
+          source.digest ?? resolveDigest(sourceClient, source),
+          targetClient.headManifest(target.repository, target.tag),
+        ]);
         if (current?.digest === sourceDigest) {
           mediaType = current.mediaType;
           const referred = await copyReferrers(sourceLocation, { client: targetClient, repository: target.repository, tag: target.tag, digest: sourceDigest }, copyOptions);
@@ -179,6 +190,13 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
       let action: MirrorResult['action'] = 'copied';
       if (result.manifests.copied === 0) action = 'skipped';
       else if (result.previousTargetDigest) action = 'updated';
+      // A single image names its platform only in its config blob, which the copy streams without
+      // reading it. Two small GETs at the mirror registry read it after a copy, and none on a skip.
+      // NOTE: a failed read leaves `platforms` empty, because the image is already in place.
+      const platforms =
+        result.platforms.length > 0 || action === 'skipped'
+          ? result.platforms
+          : await readImagePlatforms(targetClient, target.repository, result.targetDigest, result.mediaType).catch(() => []);
       return {
         ...base,
         action,
@@ -187,7 +205,7 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
         pinned: `${targetName}@${result.targetDigest}`,
         digest: result.targetDigest,
         digestChanged: result.digestChanged,
-        platforms: result.platforms,
+        platforms,
         manifests: result.manifests,
         blobs: result.blobs,
         bytes: result.bytes,
@@ -253,7 +271,15 @@ async function recordMirrorUse(
   use: { image: ImageName; user: User; mediaType: string | undefined; serviceMode: boolean; extraEdges?: IndexEdge[] },
 ): Promise<void> {
   const supersede = use.serviceMode ? 'previous' : undefined;
-  const released = await recordImageUse(store, client, lease, { image: use.image, user: use.user, mediaType: use.mediaType, supersede, extraEdges: use.extraEdges ?? [] });
+  // The use is the last thing the job does under its lease, so the same script gives the lease back.
+  const released = await recordImageUse(store, client, lease, {
+    image: use.image,
+    user: use.user,
+    mediaType: use.mediaType,
+    supersede,
+    extraEdges: use.extraEdges ?? [],
+    releaseLease: true,
+  });
   if (!released.some((entry) => entry.usesLeft === 0)) return;
 
   const retentionSeconds = registry.previousImageRetentionSeconds ?? DEFAULTS.previousImageRetentionSeconds;

@@ -65,7 +65,13 @@ export const RATE_DECREASE = 0.5;
 export type BudgetWaitReason = 'not-before' | 'quota' | 'probe' | 'concurrency' | 'rate';
 
 export type BudgetDecision =
-  | { granted: true; congestion: number; now: number }
+  | {
+      granted: true;
+      congestion: number;
+      now: number;
+      /** True while 429 responses keep the shared request rate below the configured one. */
+      rateCut: boolean;
+    }
   | { granted: false; reason: BudgetWaitReason; waitMs: number; congestion: number; now: number };
 
 export interface BudgetReport {
@@ -145,9 +151,9 @@ export class SharedBudget {
         timings.quotaProbeIntervalMs,
         timings.idleExpiryMs,
       ],
-    )) as [number, number, string, number, number];
-    const [granted, waitMs, reason, congestion, now] = reply;
-    if (granted === 1) return { granted: true, congestion, now };
+    )) as [number, number, string, number, number, string];
+    const [granted, waitMs, reason, congestion, now, rate] = reply;
+    if (granted === 1) return { granted: true, congestion, now, rateCut: Number(rate) < limits.requestsPerSecond };
     return { granted: false, reason: reason as BudgetWaitReason, waitMs, congestion, now };
   }
 

@@ -36,10 +36,11 @@
  *         it; 0 turns the floor off
  * ARGV[10] time between two quota probes
  * ARGV[11] time after which the keys of an idle host expire
- * Returns {granted, waitMs, reason, congestion, now}. When granted is 1, reason is 'granted' and the
- * lease is recorded. Otherwise reason is 'not-before', 'quota', 'concurrency' or 'rate', with the time
- * to wait before asking again, or 'probe' with 0: the caller sends a quota probe now and then asks again.
- * congestion is the kind's congestion count, and now the time the script used.
+ * Returns {granted, waitMs, reason, congestion, now, rate}. When granted is 1, reason is 'granted', the
+ * lease is recorded, and rate is the shared request rate as a string (below ARGV[4] after a 429 cut it).
+ * Otherwise reason is 'not-before', 'quota', 'concurrency' or 'rate', with the time to wait before
+ * asking again, or 'probe' with 0: the caller sends a quota probe now and then asks again; rate is then
+ * ''. congestion is the kind's congestion count, and now the time the script used.
  */
 export const ACQUIRE_SCRIPT = `
 local now = tonumber(ARGV[1])
@@ -51,7 +52,7 @@ local congestion = tonumber(redis.call('HGET', KEYS[1], 'congestion:' .. ARGV[7]
 
 local notBefore = tonumber(redis.call('HGET', KEYS[1], 'notBefore') or '0')
 if now < notBefore then
-  return {0, notBefore - now, 'not-before', congestion, now}
+  return {0, notBefore - now, 'not-before', congestion, now, ''}
 end
 
 local floor = tonumber(ARGV[9])
@@ -61,16 +62,16 @@ if ARGV[8] == '1' and floor > 0 then
     local probeAt = tonumber(redis.call('HGET', KEYS[1], 'probeAt') or '0')
     if now >= probeAt then
       redis.call('HSET', KEYS[1], 'probeAt', now + tonumber(ARGV[10]))
-      return {0, 0, 'probe', congestion, now}
+      return {0, 0, 'probe', congestion, now, ''}
     end
-    return {0, probeAt - now, 'quota', congestion, now}
+    return {0, probeAt - now, 'quota', congestion, now, ''}
   end
 end
 
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then
   local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  return {0, math.max(1, tonumber(first[2]) - now), 'concurrency', congestion, now}
+  return {0, math.max(1, tonumber(first[2]) - now), 'concurrency', congestion, now, ''}
 end
 
 local configured = tonumber(ARGV[4])
@@ -85,14 +86,14 @@ end
 tokens = math.min(burst, tokens)
 if tokens < 1 then
   redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'refilledAt', refilledAt)
-  return {0, math.ceil((1 - tokens) * 1000 / rate), 'rate', congestion, now}
+  return {0, math.ceil((1 - tokens) * 1000 / rate), 'rate', congestion, now, ''}
 end
 
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - 1), 'refilledAt', refilledAt)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[11])
 redis.call('PEXPIRE', KEYS[2], ARGV[11])
-return {1, 0, 'granted', congestion, now}
+return {1, 0, 'granted', congestion, now, tostring(rate)}
 `;
 
 /**

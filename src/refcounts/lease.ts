@@ -18,12 +18,16 @@ export interface LeaseOptions {
 
 export const DEFAULT_LEASE_OPTIONS: LeaseOptions = { ttlMs: 30_000, waitMs: 15 * 60_000 };
 
-/** A lease held by the caller. `lost` turns true when a renewal found it expired. */
+/**
+ * A lease held by the caller. `lost` turns true when a renewal found it expired. `released` is set by
+ * whoever gave the lease back before `withLease` ends, such as recordImageUse with `releaseLease`.
+ */
 export interface Lease {
   readonly registry: string;
   readonly repository: string;
   readonly token: string;
   readonly lost: boolean;
+  released: boolean;
 }
 
 export class LeaseTimeoutError extends MirrorfleetError {
@@ -63,8 +67,9 @@ export async function withLease<T>(
     delay = Math.min(delay * 2, 500);
   }
 
-  const lease = { registry, repository, token, lost: false };
+  const lease = { registry, repository, token, lost: false, released: false };
   const renewal = setInterval(() => {
+    if (lease.released) return;
     store.renewLease(registry, repository, token, options.ttlMs).then(
       (renewed) => {
         if (!renewed) lease.lost = true;
@@ -77,7 +82,7 @@ export async function withLease<T>(
     return await work(lease);
   } finally {
     clearInterval(renewal);
-    await store.releaseLease(registry, repository, token).catch(() => undefined);
+    if (!lease.released) await store.releaseLease(registry, repository, token).catch(() => undefined);
   }
 }
 

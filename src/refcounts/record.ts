@@ -11,6 +11,8 @@ import type { ImageName, ReleaseKind, User } from './types.ts';
  * a digest), else from one GET of each index in the mirror registry. `extraEdges` records more children
  * of manifests under the image, such as its referrers (signatures, attestations) and the fallback tag
  * indexes that list them, so a sweep deletes them after their subject and never before it.
+ * With `releaseLease`, the same script gives the lease back once the use is recorded, for a caller that
+ * records one use and needs the lease no longer.
  * Returns the user's other images of the repository that `supersede` released, with their uses left.
  * Throws LeaseLostError when the lease expired first, so the job is redone from the start.
  */
@@ -18,12 +20,21 @@ export async function recordImageUse(
   store: ReferenceStore,
   client: RegistryClient,
   lease: Lease,
-  use: { image: ImageName; user: User; mediaType?: string | undefined; supersede?: ReleaseKind | undefined; extraEdges?: readonly IndexEdge[] },
+  use: {
+    image: ImageName;
+    user: User;
+    mediaType?: string | undefined;
+    supersede?: ReleaseKind | undefined;
+    extraEdges?: readonly IndexEdge[];
+    releaseLease?: boolean;
+  },
 ): Promise<Array<{ image: ImageName; usesLeft: number }>> {
   const edges = [...(await indexEdges(store, client, lease.registry, use.image.repository, use.image.digest, use.mediaType)), ...(use.extraEdges ?? [])];
   if (lease.lost) throw new LeaseLostError(lease.registry, lease.repository);
-  const outcome = await store.recordUse(lease.registry, { image: use.image, user: use.user, leaseToken: lease.token, edges, supersede: use.supersede });
+  const releaseLease = use.releaseLease === true;
+  const outcome = await store.recordUse(lease.registry, { image: use.image, user: use.user, leaseToken: lease.token, edges, supersede: use.supersede, releaseLease });
   if (!outcome.recorded) throw new LeaseLostError(lease.registry, lease.repository);
+  if (releaseLease) lease.released = true;
   return outcome.released;
 }
 

@@ -155,18 +155,20 @@ return redis.call('ZREM', base .. ':leases:' .. ARGV[1], ARGV[2])
  * KEYS[1] key base
  * ARGV[1] image key, ARGV[2] user (`<cluster>/<service>` or `<cluster>/`), ARGV[3] lease token on the
  * image's repository, ARGV[4] kind for the released images ('previous' or 'released'), or '' to release
- * nothing, ARGV[5..] index records: parent and child digests in pairs
- * Returns {0} when the lease is no longer live (nothing is recorded), else {1, released image key,
- * uses it has left, ...}.
+ * nothing, ARGV[5] '1' to give the lease back once the use is recorded, else '0', ARGV[6..] index
+ * records: parent and child digests in pairs
+ * Returns {0} when the lease is no longer live (nothing is recorded, and the lease is not given back),
+ * else {1, released image key, uses it has left, ...}.
  */
 export const RECORD_USE = `${PRELUDE}
-local image, user, token, kind = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local image, user, token, kind, giveBack = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local repository = repository_of(image)
 if not lease_live(repository, token) then return { 0 } end
 
 local time = now_ms()
 add_use(image, user, time)
-for i = 5, #ARGV, 2 do
+if giveBack == '1' then redis.call('ZREM', base .. ':leases:' .. repository, token) end
+for i = 6, #ARGV, 2 do
   redis.call('SADD', base .. ':children:' .. repository .. '@' .. ARGV[i], ARGV[i + 1])
   redis.call('SADD', base .. ':parents:' .. repository .. '@' .. ARGV[i + 1], ARGV[i])
 end

@@ -85,6 +85,8 @@ export async function transferBlob(ends: BlobTransferEnds, digest: string, size:
   blob.pipe(verifier);
   const onAbort = () => blob.destroy(options.signal!.reason as Error);
   options.signal?.addEventListener('abort', onAbort, { once: true });
+  // The signal may have aborted while the download was being opened; a listener added after that never runs.
+  if (options.signal?.aborted) onAbort();
 
   try {
     let location = ends.location;

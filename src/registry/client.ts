@@ -8,6 +8,7 @@ import { discard, header, type HttpBody, type HttpRequest, type HttpResponse, ty
 import { ACCEPTED_MANIFEST_TYPES, OCI_INDEX, detectMediaType, parseManifest, type Descriptor } from './media-types.ts';
 import {
   isNetworkError,
+  sortConnectionFailure,
   parseRetryAfter,
   requestKind,
   resolveRetryPolicy,
@@ -165,8 +166,9 @@ export class RegistryClient {
 
   /**
    * Checks a manifest with HEAD. A HEAD that answers 404, 405 or 406, or 200 without a digest, is
-   * confirmed with a GET, because some registries answer HEAD differently from GET. Undefined means the
-   * GET found nothing either.
+   * confirmed with a GET, because some registries answer HEAD differently from GET. So is a 400, whose
+   * explanation is in a body that a HEAD response does not carry (a TLS port reached over plain HTTP
+   * answers 400). Undefined means the GET found nothing either.
    */
   async headManifest(repository: string, reference: string): Promise<ManifestHead | undefined> {
     const operation = `checking manifest ${repository}${separator(reference)}${reference}`;
@@ -186,7 +188,7 @@ export class RegistryClient {
         const length = header(response, 'content-length');
         return { digest, mediaType: header(response, 'content-type')?.split(';')[0]?.trim(), size: length ? Number(length) : undefined };
       }
-      if ([200, 404, 405, 406].includes(response.statusCode)) return undefined;
+      if ([200, 400, 404, 405, 406].includes(response.statusCode)) return undefined;
       throw await sortResponse(response, { registry: this.registry, operation, answeredBy });
     });
     if (head) return head;
@@ -482,7 +484,11 @@ export class RegistryClient {
 
   /** Sends one request, through the gate when there is one. */
   private async exchange(call: Call): Promise<Exchange> {
-    return this.gate ? this.gatedExchange(this.gate, call) : this.followRedirects(call);
+    try {
+      return await (this.gate ? this.gatedExchange(this.gate, call) : this.followRedirects(call));
+    } catch (error) {
+      throw sortConnectionFailure(error, { registry: this.registry, operation: call.operation });
+    }
   }
 
   /**

@@ -2,7 +2,7 @@ import { InvalidInputError, MissingChildError, RegistryError, UnsupportedManifes
 import { createLimiter } from '../util/limit.ts';
 import { transferBlob } from './blob-transfer.ts';
 import { sha256, type Manifest, type RegistryClient } from './client.ts';
-import { ReferrerSync, type FallbackTagLock, type ReferrerFailurePolicy, type ReferrerSelection, type ReferrersResult } from './referrers.ts';
+import { ReferrerSync, type FallbackTagLock, type ReferrerFailurePolicy, type ReferrerSelection, type ReferrersResult, type TagListCache } from './referrers.ts';
 import { isNetworkError } from './retry.ts';
 import {
   NON_DISTRIBUTABLE_LAYER_TYPES,
@@ -68,6 +68,8 @@ export interface CopyImageOptions {
    * here, so that two copies merging into the same tag do not lose each other's referrers.
    */
   fallbackTagLock?: FallbackTagLock;
+  /** Recent tag lists of source repositories, shared with other copies (see TagListCache); each copy lists its own when absent. */
+  referrerTagLists?: TagListCache;
 }
 
 /**
@@ -171,6 +173,7 @@ class ImageCopier {
             selection,
             ...(options.referrerFailures ? { failures: options.referrerFailures } : {}),
             ...(options.fallbackTagLock ? { fallbackTagLock: options.fallbackTagLock } : {}),
+            ...(options.referrerTagLists ? { tagLists: options.referrerTagLists } : {}),
             copyContents: (manifest) => this.copyReferrerContents(manifest),
             onManifestBytes: (pulled, pushed) => {
               this.counts.bytes.pulled += pulled;

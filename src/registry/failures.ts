@@ -8,7 +8,8 @@ import { parseRetryAfter, TransientResponse } from './retry.ts';
  * - transient (a TransientResponse, which the client retries): 429, and 5xx other than 501 unless the
  *   error body names a permanent error code;
  * - permanent (a RegistryError with `retryable: false`): everything else. 401 and 403 become
- *   REGISTRY_DENIED, 404 REGISTRY_NOT_FOUND, the rest REGISTRY_PROTOCOL.
+ *   REGISTRY_DENIED, 404 REGISTRY_NOT_FOUND, a 400 whose body reports a plain-HTTP request on an HTTPS
+ *   port REGISTRY_TLS_MISMATCH, the rest REGISTRY_PROTOCOL.
  * Expected misses (a 404 for something that may not exist) never reach this module: each client method
  * returns them as a value.
  */
@@ -85,6 +86,10 @@ export function permanentError(status: number, detail: string, context: Response
     advice = `; check the credentials for ${registry} and what they may access`;
   } else if (status === 404) {
     code = 'REGISTRY_NOT_FOUND';
+  } else if (status === 400 && /HTTP request to an HTTPS server/i.test(detail)) {
+    // Go's net/http, and so distribution, sends this body to a plain-HTTP request on a TLS port.
+    code = 'REGISTRY_TLS_MISMATCH';
+    advice = `; ${registry} serves HTTPS, so remove it from MIRRORFLEET_INSECURE_REGISTRIES`;
   }
   const message = redact(`${context.answeredBy ?? registry} answered ${status}${detail} while ${operation}${advice}`);
   return new RegistryError(code, message, { registry, operation, status, retryable: false });

@@ -107,9 +107,9 @@ export class HttpTransport {
     await this.dispatcher.close();
   }
 
-  /** Closes every connection at once, failing the requests still running. */
-  async destroy(): Promise<void> {
-    await this.dispatcher.destroy();
+  /** Closes every connection at once, failing the requests still running with `reason` when given. */
+  async destroy(reason?: Error): Promise<void> {
+    await this.dispatcher.destroy(reason ?? null);
   }
 }
 

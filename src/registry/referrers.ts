@@ -18,9 +18,10 @@ import { OCI_INDEX, isIndexType, parseManifest, type Descriptor } from './media-
  * copies merging into the same tag at the same moment lose nothing. A cosign referrer is pushed under
  * its tag.
  *
- * Requests: the tag list of the source repository is read once per copy, and tag lookups happen only
- * for tags it lists. A referrer or fallback index whose digest the target already has is not read at
- * the source again; the target's fallback index tells which referrers it holds.
+ * Requests: the tag list of the source repository is read once per copy, or once per `TagListCache`
+ * age when the caller passes one, and tag lookups happen only for tags it lists. A referrer or fallback
+ * index whose digest the target already has is not read at the source again; the target's fallback
+ * index tells which referrers it holds.
  */
 
 /** Selection of the referrers a copy takes along: none, signatures only, or every one. */
@@ -102,6 +103,8 @@ export interface ReferrerSyncOptions {
   copyContents: (manifest: Manifest) => Promise<void>;
   /** Called with the bytes of each manifest read from the source and pushed to the target. */
   onManifestBytes?: (pulled: number, pushed: number) => void;
+  /** Tag lists of source repositories shared with other copies; each copy reads its own when absent. */
+  tagLists?: TagListCache;
 }
 
 export interface RepositoryLocation {
@@ -128,6 +131,74 @@ function knownApiSupport(client: RegistryClient): boolean | undefined {
 
 function rememberApiSupport(client: RegistryClient, present: boolean): void {
   apiSupport.set(client, { present, checkedAt: Date.now() });
+}
+
+export interface TagListCacheOptions {
+  /** How long a listing serves other copies, in milliseconds, counted from when it arrived. */
+  maxAgeMs: number;
+  /** Repositories kept at most; the oldest listing goes first. */
+  maxEntries: number;
+  /** Current time in ms; tests pass a clock of their own. */
+  clock?: () => number;
+}
+
+/** Default age of a shared tag listing: a referrer pushed at the source waits at most this long for a job to see it. */
+export const DEFAULT_TAG_LIST_MAX_AGE_MS = 10_000;
+
+/**
+ * The tags that may name referrers (fallback and cosign tags) of recently listed source repositories,
+ * shared by the copies of one process. Without it, every copy of an image that the target already has
+ * reads the whole tag list of the source repository to look for new referrers. With it, copies that
+ * start within `maxAgeMs` of a listing use that listing, and copies that start at the same moment share
+ * one request.
+ *
+ * The cost is freshness: a referrer pushed at the source after a listing is seen by the first copy that
+ * starts after the listing is `maxAgeMs` old, not by every copy that starts after the push. A listing
+ * that fails is not kept.
+ */
+export class TagListCache {
+  private readonly maxAgeMs: number;
+  private readonly maxEntries: number;
+  private readonly clock: () => number;
+  private readonly lists = new WeakMap<RegistryClient, Map<string, { listedAt: number; tags: Promise<Set<string> | undefined> }>>();
+
+  constructor(options: TagListCacheOptions) {
+    this.maxAgeMs = options.maxAgeMs;
+    this.maxEntries = options.maxEntries;
+    this.clock = options.clock ?? Date.now;
+  }
+
+  /**
+   * Returns the referrer-shaped tags of `repository`, from a listing younger than `maxAgeMs` or from
+   * `list`, which reads them. `list` returns undefined when the registry cannot list them.
+   */
+  tags(client: RegistryClient, repository: string, list: () => Promise<Set<string> | undefined>): Promise<Set<string> | undefined> {
+    let byRepository = this.lists.get(client);
+    if (!byRepository) {
+      byRepository = new Map();
+      this.lists.set(client, byRepository);
+    }
+    const now = this.clock();
+    const cached = byRepository.get(repository);
+    if (cached && now - cached.listedAt < this.maxAgeMs) return cached.tags;
+
+    const tags = list().then((listed) => (listed === undefined ? undefined : new Set([...listed].filter((tag) => REFERRER_TAG.test(tag)))));
+    // A listing in flight counts as fresh from its start, so copies that start meanwhile share it; its
+    // age then restarts when it arrives.
+    const entry = { listedAt: now, tags };
+    byRepository.delete(repository);
+    byRepository.set(repository, entry);
+    tags.then(
+      () => {
+        entry.listedAt = this.clock();
+      },
+      () => {
+        if (byRepository.get(repository) === entry) byRepository.delete(repository);
+      },
+    );
+    while (byRepository.size > this.maxEntries) byRepository.delete(byRepository.keys().next().value!);
+    return tags;
+  }
 }
 
 /** Returns the fallback tag of a digest: `<alg>-<hex>`, the hex cut to 64 characters (distribution-spec v1.1, "Referrers Tag Schema"). */
@@ -544,13 +615,15 @@ export class ReferrerSync {
   }
 
   private tags(): Promise<Set<string> | undefined> {
-    this.sourceTags ??= this.source.client.listTags(this.source.repository).then(
-      (tags) => new Set(tags ?? []),
-      (error: unknown) => {
-        if (error instanceof RegistryError && !error.retryable) return undefined;
-        throw error;
-      },
-    );
+    const list = () =>
+      this.source.client.listTags(this.source.repository).then(
+        (tags) => new Set(tags ?? []),
+        (error: unknown) => {
+          if (error instanceof RegistryError && !error.retryable) return undefined;
+          throw error;
+        },
+      );
+    this.sourceTags ??= this.options.tagLists ? this.options.tagLists.tags(this.source.client, this.source.repository, list) : list();
     return this.sourceTags;
   }
 

@@ -237,6 +237,11 @@ export class RetryBudget {
     }
 
     const reason = failure instanceof Error ? failure.message : String(failure);
+    if (networkErrorCode(failure) === 'EAI_AGAIN') {
+      const host = failedHostname(failure) ?? registry;
+      const message = `cannot resolve ${host} while ${operation}: the DNS lookup failed temporarily (EAI_AGAIN); ${summary}; check that this machine's DNS resolver answers`;
+      return new RegistryError('REGISTRY_DNS_FAILED', redact(message), { registry, operation, retryable: true, cause: failure });
+    }
     return new RegistryError('REGISTRY_UNAVAILABLE', redact(`cannot reach ${registry} while ${operation}: ${reason}; ${summary}`), {
       registry,
       operation,
@@ -284,4 +289,51 @@ function networkErrorCode(error: unknown): string {
     if (code !== undefined && NETWORK_ERROR_CODES.has(code)) return code;
   }
   return 'unknown';
+}
+
+// TLS errors of a client whose server replied in plain text: OpenSSL 3 reads the start of an HTTP
+// response ("HTTP/1.1 400") as a TLS record of an unknown version, or of an impossible length.
+const PLAIN_HTTP_TLS_CODES = new Set(['ERR_SSL_WRONG_VERSION_NUMBER', 'ERR_SSL_PACKET_LENGTH_TOO_LONG']);
+
+export interface ConnectionFailureContext {
+  registry: string;
+  operation: string;
+}
+
+/**
+ * Sorts a failure to open a connection that another attempt cannot cure, and returns a RegistryError
+ * for it; returns any other error unchanged.
+ * - A name that does not exist (ENOTFOUND) becomes REGISTRY_DNS_FAILED, not retryable: the usual cause
+ *   is a mistyped host, which a later attempt meets again. A temporary failure (EAI_AGAIN) is a network
+ *   error instead, retried by the client and then sorted by RetryBudget.
+ * - A TLS handshake that gets a plain-HTTP reply becomes REGISTRY_TLS_MISMATCH, not retryable: the registry
+ *   serves plain HTTP and must be listed in MIRRORFLEET_INSECURE_REGISTRIES.
+ */
+export function sortConnectionFailure(error: unknown, context: ConnectionFailureContext): unknown {
+  if (error instanceof MirrorfleetError) return error;
+  const { registry, operation } = context;
+  for (let current = error, depth = 0; current instanceof Error && depth < 4; current = current.cause, depth += 1) {
+    const code = (current as NodeJS.ErrnoException).code ?? '';
+    if (code === 'ENOTFOUND') {
+      const host = failedHostname(current) ?? registry;
+      const message = `cannot resolve ${host} while ${operation}: the name does not exist in DNS (ENOTFOUND); check the host name in the image reference or the configuration`;
+      return new RegistryError('REGISTRY_DNS_FAILED', redact(message), { registry, operation, retryable: false, cause: error });
+    }
+    if (PLAIN_HTTP_TLS_CODES.has(code) || /wrong version number/i.test(current.message)) {
+      const message =
+        `cannot connect to ${registry} over HTTPS while ${operation}: it answered in plain HTTP (${code || 'wrong version number'}); ` +
+        `if ${registry} serves plain HTTP, add it to MIRRORFLEET_INSECURE_REGISTRIES`;
+      return new RegistryError('REGISTRY_TLS_MISMATCH', redact(message), { registry, operation, retryable: false, cause: error });
+    }
+  }
+  return error;
+}
+
+/** Returns the host name that a DNS error names (Node sets `hostname` on getaddrinfo errors), if any. */
+function failedHostname(error: unknown): string | undefined {
+  for (let current = error, depth = 0; current instanceof Error && depth < 4; current = current.cause, depth += 1) {
+    const hostname = (current as { hostname?: unknown }).hostname;
+    if (typeof hostname === 'string' && hostname !== '') return hostname;
+  }
+  return undefined;
 }

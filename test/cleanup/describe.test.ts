@@ -50,7 +50,7 @@ describe('describeCleanup', () => {
       }),
     );
 
-    expect(text).toContain('reconcile: 0 deleted, 0 kept, 1 uses released in 12 ms');
+    expect(text).toContain('reconcile: 0 deleted, 0 kept, 1 use released in 12 ms');
     expect(text).toContain(`  released     mirror.test/prod/shared/app@${DIGEST} by prod/old, 0 uses left`);
     expect(text).toContain('  missing      mirror.test/prod/shared/app:gone: the mirror registry does not have it');
     expect(text).toContain('  ignored      docker.io/library/nginx:1.27: outside the selected mirror registries');

@@ -132,7 +132,7 @@ describe('cleanup fleet', () => {
     expect(neither.stderr).toContain('give --service ID for one service, or --all-services');
     expect(percent.code).toBe(2);
     expect(percent.stderr).toContain('invalid --max-delete-percent "150"');
-    expect(registry.code).toBe(1);
+    expect(registry.code).toBe(2);
     expect(registry.stderr).toContain('registry "nowhere" is not a declared mirror registry');
   });
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { findMirrorRegistry, loadConfig, registryAccess } from '../../src/config/config.ts';
+import { findMirrorRegistry, loadConfig, registryAccess, requireMirrorRegistry } from '../../src/config/config.ts';
+import { InvalidInputError } from '../../src/errors.ts';
 
 const config = loadConfig({
   MIRRORFLEET_MIRROR_REGISTRIES: [
@@ -48,8 +49,13 @@ describe('findMirrorRegistry', () => {
     expect(nameOf('registry.example/team')).toBeUndefined();
     expect(nameOf('registry.example/team/mirror/sub')).toBeUndefined();
     expect(nameOf('registry.example/team/Mirror')).toBeUndefined();
-    expect(nameOf('registry.example')).toBeUndefined();
-    expect(nameOf('127.0.0.1:5001')).toBeUndefined();
+  });
+
+  it('matches a bare host to its only registry', () => {
+    expect(nameOf('registry.example')).toBe('team');
+    expect(nameOf('127.0.0.1:5001')).toBe('local');
+    expect(nameOf('REGISTRY.example:443')).toBe('team');
+    expect(nameOf('127.0.0.1')).toBeUndefined();
   });
 
   it('matches no prefix only without prefix', () => {
@@ -72,6 +78,33 @@ describe('findMirrorRegistry', () => {
 
   it('returns the declared object', () => {
     expect(findMirrorRegistry(config, '127.0.0.1:5001/mirror')).toBe(config.mirrorRegistries[0]);
+  });
+});
+
+describe('requireMirrorRegistry', () => {
+  const shared = loadConfig({ MIRRORFLEET_MIRROR_REGISTRIES: 'team-a=shared.example/a,team-b=shared.example/b,root=root.example,sub=root.example/sub' });
+
+  it('matches a bare host to the registry without prefix', () => {
+    expect(requireMirrorRegistry(shared, 'root.example').name).toBe('root');
+  });
+
+  it('rejects a bare host of several registries', () => {
+    expect(() => requireMirrorRegistry(shared, 'shared.example')).toThrow(InvalidInputError);
+    expect(() => requireMirrorRegistry(shared, 'shared.example')).toThrow(
+      'registry "shared.example" matches 2 declared mirror registries on that host: team-a (shared.example/a), team-b (shared.example/b); give the name or the whole HOST[:PORT]/PREFIX of one of them',
+    );
+    expect(findMirrorRegistry(shared, 'shared.example')).toBeUndefined();
+  });
+
+  it('rejects an undeclared registry listing the declared ones', () => {
+    expect(() => requireMirrorRegistry(shared, 'other.example')).toThrow(
+      'registry "other.example" is not a declared mirror registry; declared: team-a (shared.example/a), team-b (shared.example/b), root (root.example), sub (root.example/sub)',
+    );
+  });
+
+  it('masks credentials in the rejected value', () => {
+    expect(() => requireMirrorRegistry(shared, 'user:s3cret@other.example')).toThrow(/registry "<redacted>@other\.example"/);
+    expect(() => requireMirrorRegistry(shared, 'user:s3cret@other.example')).not.toThrow(/s3cret/);
   });
 });
 

@@ -27,6 +27,8 @@ export interface RegistryOptions {
   htpasswd?: string;
   /** Token auth: the realm URL of a token server, the service name and the PEM of its signing certificate. */
   token?: { realm: string; service: string; issuer: string; rootCertBundle: string };
+  /** Serve HTTPS with this PEM certificate and key; `url` then starts with `https://`. */
+  tls?: { certificate: string; key: string };
 }
 
 /**
@@ -47,19 +49,28 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
       `auth:\n  token:\n    realm: ${options.token.realm}\n    service: ${options.token.service}\n` +
       `    issuer: ${options.token.issuer}\n    rootcertbundle: ${join(dir, 'token-root.pem')}\n`;
   }
+  let tls = '';
+  if (options.tls) {
+    await writeFile(join(dir, 'tls.crt'), options.tls.certificate);
+    await writeFile(join(dir, 'tls.key'), options.tls.key);
+    tls = `  tls:\n    certificate: ${join(dir, 'tls.crt')}\n    key: ${join(dir, 'tls.key')}\n`;
+  }
   const config =
     `version: 0.1\n` +
     `log:\n  level: warn\n  formatter: text\n  accesslog:\n    disabled: false\n` +
     `storage:\n  filesystem:\n    rootdirectory: ${join(dir, 'data')}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\n` +
     `http:\n  addr: 127.0.0.1:${port}\n  secret: ${randomBytes(16).toString('hex')}\n` +
+    tls +
     auth;
   await writeFile(join(dir, 'config.yml'), config);
 
   const logFd = openSync(logPath, 'a');
   const child = spawn('docker-registry', ['serve', join(dir, 'config.yml')], { stdio: ['ignore', logFd, logFd] });
   closeSync(logFd);
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   await waitFor(`docker-registry on port ${port}`, async () => {
+    // A TLS port answers a plain-HTTP request with 400, which needs no trust in the test certificate.
+    if (options.tls) return (await fetch(`http://127.0.0.1:${port}/v2/`)).status === 400;
     const response = await fetch(`${url}/v2/`);
     return response.status === 200 || response.status === 401;
   });

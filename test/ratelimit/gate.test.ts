@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { setImmediate, setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
@@ -6,6 +6,7 @@ import { Metrics } from '../../src/metrics/metrics.ts';
 import { budgetKeys, type HostLimits } from '../../src/ratelimit/budget.ts';
 import type { GateEvents } from '../../src/ratelimit/gate.ts';
 import { gateMetrics } from '../../src/ratelimit/metrics.ts';
+import { REPORT_SCRIPT } from '../../src/ratelimit/scripts.ts';
 import { RegistryGates } from '../../src/ratelimit/registry-gates.ts';
 import { withRateLimitListener, type RateLimitWait } from '../../src/ratelimit/waits.ts';
 import { RegistryClient, type RetryPolicy } from '../../src/registry/client.ts';
@@ -47,9 +48,13 @@ beforeEach(() => {
 });
 
 /** Creates the gates of one worker process, with `limits` for the scripted registry. */
-function processGates(registry: ScriptedServer, limits: Partial<HostLimits>, options: { events?: GateEvents; maxWaitMs?: number } = {}): RegistryGates {
+function processGates(
+  registry: ScriptedServer,
+  limits: Partial<HostLimits>,
+  options: { events?: GateEvents; maxWaitMs?: number; connection?: Redis } = {},
+): RegistryGates {
   return new RegistryGates({
-    redis,
+    redis: options.connection ?? redis,
     keyPrefix: prefix,
     rateLimits: { enabled: true, maxWaitSeconds: 60, hosts: [{ host: registry.host, ...GENEROUS, ...limits }] },
     timings: TIMINGS,
@@ -346,6 +351,59 @@ describe('pull quota floor', () => {
 
     expect(heads.map((head) => head?.digest)).toEqual([MANIFEST_DIGEST, MANIFEST_DIGEST, MANIFEST_DIGEST]);
     expect(waits).toEqual([]);
+  });
+});
+
+describe('outcome reports', () => {
+  const REPORT_SHA = createHash('sha1').update(REPORT_SCRIPT).digest('hex');
+  const HEAD_REPLY: ScriptedReply = { status: 200, headers: { 'docker-content-digest': MANIFEST_DIGEST, 'content-type': OCI_MANIFEST, 'content-length': String(MANIFEST.length) } };
+
+  /** A Redis connection that counts the calls of the budget's report script sent through it. */
+  function countingConnection(): { connection: Redis; reports: () => number } {
+    const connection = new Redis(server.url, { maxRetriesPerRequest: null });
+    let reports = 0;
+    const evalsha = connection.evalsha.bind(connection) as (...args: unknown[]) => Promise<unknown>;
+    (connection as unknown as { evalsha: (...args: unknown[]) => Promise<unknown> }).evalsha = (...args) => {
+      if (args[0] === REPORT_SHA) reports += 1;
+      return evalsha(...args);
+    };
+    return { connection, reports: () => reports };
+  }
+
+  test('healthy response at full rate sends no report', async () => {
+    const registry = await startScriptedServer();
+    registry.expect({ method: 'HEAD', path: '/v2/app/manifests/1.0', reply: HEAD_REPLY, times: 2 });
+    const { connection, reports } = countingConnection();
+    const registryClient = client(registry, processGates(registry, {}, { connection }).gateFor(registry.host));
+
+    await registryClient.headManifest('app', '1.0');
+    await registryClient.headManifest('app', '1.0');
+    connection.disconnect();
+
+    expect(reports()).toBe(0);
+    expect(await inFlight(registry, 'manifest-read')).toBe(0);
+  });
+
+  test('healthy response raises a cut rate', async () => {
+    const registry = await startScriptedServer();
+    registry.expect(
+      { method: 'HEAD', path: '/v2/app/manifests/1.0', reply: { status: 429, headers: { 'retry-after': '0' } } },
+      { method: 'HEAD', path: '/v2/app/manifests/1.0', reply: HEAD_REPLY },
+    );
+    const { connection, reports } = countingConnection();
+    const registryClient = client(registry, processGates(registry, {}, { connection }).gateFor(registry.host));
+    const state = budgetKeys(prefix, registry.host).state;
+
+    const head = await registryClient.headManifest('app', '1.0');
+    const rateAfterRetry = Number(await redis.hget(state, 'rate'));
+    connection.disconnect();
+
+    expect(head?.digest).toBe(MANIFEST_DIGEST);
+    // The 429 and the healthy response after it are both reported, because the 429 cut the rate.
+    expect(reports()).toBe(2);
+    // GENEROUS allows 1000 requests per second; the 429 halved that, and the healthy response raised it again.
+    expect(rateAfterRetry).toBeGreaterThan(500);
+    expect(rateAfterRetry).toBeLessThan(1000);
   });
 });
 

@@ -136,6 +136,26 @@ describe('record use script', () => {
     expect(await redis.exists(storeKeys.tags(base(), REPO))).toBe(0);
   });
 
+  test('gives its lease back when asked', async () => {
+    const mine = await lease();
+    const other = await lease();
+
+    const outcome = await store.recordUse(REGISTRY, { image: nginx('1.27'), user: web, leaseToken: mine, releaseLease: true, edges: [[D1, CHILD_A]] });
+
+    expect(outcome).toEqual({ recorded: true, released: [] });
+    expect(await redis.zrange(storeKeys.leases(base(), REPO), 0, -1)).toEqual([other]);
+    expect(await redis.zrange(storeKeys.uses(base(), `${REPO}:1.27@${D1}`), 0, -1)).toEqual(['prod/web']);
+    expect(await redis.smembers(storeKeys.children(base(), REPO, D1))).toEqual([CHILD_A]);
+  });
+
+  test('keeps its lease unless asked', async () => {
+    const mine = await lease();
+
+    await store.recordUse(REGISTRY, { image: nginx('1.27'), user: web, leaseToken: mine });
+
+    expect(await redis.zrange(storeKeys.leases(base(), REPO), 0, -1)).toEqual([mine]);
+  });
+
   test('refuses without a live lease and writes nothing', async () => {
     await redis.zadd(storeKeys.leases(base(), REPO), 1, 'expired');
 

@@ -6,7 +6,7 @@ import { HttpTransport, type HttpRequest, type HttpResponse } from '../../src/re
 import { NetworkPolicy } from '../../src/net/policy.ts';
 import { RegistryClient } from '../../src/registry/client.ts';
 import { copyImage, copyReferrers, type CopyImageOptions } from '../../src/registry/copy.ts';
-import { fallbackTag, type CopiedReferrer } from '../../src/registry/referrers.ts';
+import { fallbackTag, TagListCache, type CopiedReferrer } from '../../src/registry/referrers.ts';
 import { OCI_INDEX, OCI_MANIFEST } from '../../src/registry/media-types.ts';
 import { withLock } from '../../src/dedupe/lock.ts';
 import { loadConfig } from '../../src/config/config.ts';
@@ -328,7 +328,7 @@ describe('fallback tag merges', () => {
 });
 
 describe('mirror job', () => {
-  test('second mirror moves no referrer and lists source tags once', async () => {
+  test('second mirror moves no referrer and reads nothing', async () => {
     const config = loadConfig({
       MIRRORFLEET_REDIS_URL: redis.url,
       MIRRORFLEET_KEY_PREFIX: `test-${randomBytes(4).toString('hex')}`,
@@ -352,10 +352,36 @@ describe('mirror job', () => {
     expect(second.referrers?.some((referrer) => referrer.copied)).toBe(false);
     expect(second.bytes).toEqual({ pulled: 0, pushed: 0 });
     const sourceRequests = await source.requests();
-    expect(sourceRequests.filter((entry) => entry.method === 'GET').map((entry) => entry.path)).toEqual([`/v2/${SIGNED}/tags/list`]);
+    // The first job's tag list is younger than DEFAULT_TAG_LIST_MAX_AGE_MS, so the second job reads none.
+    expect(sourceRequests.filter((entry) => entry.method === 'GET').map((entry) => entry.path)).toEqual([]);
     // The job's HEAD of the source tag, and one per cosign tag.
     expect(sourceRequests.filter((entry) => entry.method === 'HEAD')).toHaveLength(1 + SIGNED_CHILDREN + 2);
     expect((await target.requests()).filter((entry) => entry.method !== 'GET' && entry.method !== 'HEAD')).toEqual([]);
+  });
+
+  test('mirror after the listing age lists source tags again', async () => {
+    const config = loadConfig({
+      MIRRORFLEET_REDIS_URL: redis.url,
+      MIRRORFLEET_KEY_PREFIX: `test-${randomBytes(4).toString('hex')}`,
+      MIRRORFLEET_MIRROR_REGISTRIES: `local=${target.host}/jobs-aged`,
+      MIRRORFLEET_INSECURE_REGISTRIES: `${source.host},${target.host}`,
+      MIRRORFLEET_ALLOW_NETWORKS: '127.0.0.0/8',
+    });
+    let now = 0;
+    const referrerTagLists = new TagListCache({ maxAgeMs: 10_000, maxEntries: 10, clock: () => now });
+    const clients = new RegistryClients(config, transport);
+    const context = { config, redis: connection, clients, sweeps: { scheduleSweep: async () => {} }, referrerTagLists };
+    const request = parseMirrorRequest({ v: 1, source: `${source.host}/${SIGNED}:list`, registry: 'local', mode: 'cluster', cluster: 'prod' });
+
+    await mirrorImage(request, context, { jobId: 'aged-1' });
+    now += 10_000;
+    await source.clearLog();
+    const second = await mirrorImage(request, context, { jobId: 'aged-2' });
+
+    expect(second.action).toBe('skipped');
+    expect(second.referrers).toHaveLength(SIGNED_CHILDREN + 2);
+    const gets = (await source.requests()).filter((entry) => entry.method === 'GET').map((entry) => entry.path);
+    expect(gets).toEqual([`/v2/${SIGNED}/tags/list`]);
   });
 
   test('job option off overrides the registry default', async () => {

@@ -25,7 +25,7 @@ export async function runApi(args: string[]): Promise<number> {
   let api;
   try {
     const host = values.host as string | undefined;
-    api = await startApi({ config, logger, port, ...(host === undefined ? {} : { host }) });
+    api = await startApi({ config, logger, port, ...(host === undefined ? {} : { host }), ...(values.port === undefined ? {} : { portSource: '--port' }) });
   } catch (error) {
     if (!(error instanceof MirrorfleetError) || error.code !== 'TIMEOUT') throw error;
     process.stderr.write(`mirrorfleet: ${redact(error.message)}\n`);

@@ -3,11 +3,10 @@ import { resolve } from 'node:path';
 import { QueueEvents } from 'bullmq';
 import { createRedisConnection } from '../../redis/connection.ts';
 import { loadConfig, type Config } from '../../config/config.ts';
-import { MirrorfleetError } from '../../errors.ts';
-import { redact } from '../../log/redact.ts';
 import { MirrorfleetProducer } from '../../../queues/producer.ts';
 import { BUILD_QUEUE, type BuildProgress, type BuildRequestInput, type BuildResult } from '../../../queues/build.ts';
-import { UsageError, parse, positiveInteger } from '../common.ts';
+import { UsageError, checkMirrorRegistry, ensureRedisReachable, parse, positiveInteger } from '../common.ts';
+import { printOutcome, waitForOutcome } from '../wait.ts';
 
 /**
  * `mirrorfleet build`: enqueues one build job and optionally waits. Plain values come from the command
@@ -59,7 +58,11 @@ export async function runBuild(args: string[]): Promise<number> {
     force: Boolean(values.force),
   };
 
+  // Parsed before anything is enqueued, so that an invalid --timeout leaves no job behind.
+  const timeoutSeconds = positiveInteger('timeout', values.timeout as string | undefined, 3600);
   const config = loadConfig();
+  checkMirrorRegistry(config, request.registry);
+  await ensureRedisReachable(config);
   const producer = new MirrorfleetProducer({
     connection: createRedisConnection(config.redis, { maxRetriesPerRequest: null }),
     prefix: config.redis.keyPrefix,
@@ -72,8 +75,7 @@ export async function runBuild(args: string[]): Promise<number> {
       process.stdout.write(values.json ? `${JSON.stringify({ jobId: job.id, state })}\n` : `enqueued build job ${job.id} (${state})\n`);
       return 0;
     }
-    const timeoutMs = positiveInteger('timeout', values.timeout as string | undefined, 3600) * 1000;
-    return await waitAndPrint(producer, config, job.id!, timeoutMs, Boolean(values.json));
+    return await waitAndPrint(producer, config, job.id!, timeoutSeconds, Boolean(values.json));
   } finally {
     await producer.close();
   }
@@ -101,7 +103,7 @@ function secretVariable(name: string): { name: string; value: string; secret: tr
   return { name, value, secret: true };
 }
 
-async function waitAndPrint(producer: MirrorfleetProducer, config: Config, jobId: string, timeoutMs: number, json: boolean): Promise<number> {
+async function waitAndPrint(producer: MirrorfleetProducer, config: Config, jobId: string, timeoutSeconds: number, json: boolean): Promise<number> {
   const showProgress = process.stderr.isTTY && !json;
   let events: QueueEvents | undefined;
   if (showProgress) {
@@ -111,16 +113,9 @@ async function waitAndPrint(producer: MirrorfleetProducer, config: Config, jobId
     });
   }
   try {
-    const result = await producer.waitForBuild(jobId, { timeoutMs });
+    const outcome = await waitForOutcome(producer.bullBuildQueue, jobId, timeoutSeconds * 1000, (timeoutMs) => producer.waitForBuild(jobId, { timeoutMs }));
     if (showProgress) process.stderr.write('\r\x1b[K');
-    process.stdout.write(json ? `${JSON.stringify(result)}\n` : describeBuild(result));
-    return 0;
-  } catch (error) {
-    if (showProgress) process.stderr.write('\r\x1b[K');
-    const failure = error instanceof MirrorfleetError ? error : new MirrorfleetError('INTERNAL', String(error));
-    if (json) process.stdout.write(`${JSON.stringify({ jobId, state: 'failed', error: { code: failure.code, message: redact(failure.message) } })}\n`);
-    else process.stderr.write(`build job ${jobId} failed: ${failure.code}: ${redact(failure.message)}\n`);
-    return 1;
+    return printOutcome(outcome, { json, timeoutSeconds, label: 'build job', describe: describeBuild });
   } finally {
     await events?.close();
   }

@@ -5,7 +5,7 @@ import { decodeJobFailure } from '../../../queues/job-errors.ts';
 import { BUILD_QUEUE } from '../../../queues/build.ts';
 import { CLEANUP_QUEUE } from '../../../queues/cleanup.ts';
 import { MIRROR_QUEUE } from '../../../queues/mirror.ts';
-import { UsageError, parse } from '../common.ts';
+import { UsageError, ensureRedisReachable, parse } from '../common.ts';
 
 const QUEUES = [MIRROR_QUEUE, BUILD_QUEUE, CLEANUP_QUEUE];
 
@@ -18,6 +18,7 @@ export async function showJob(args: string[]): Promise<number> {
   const jobId = positionals[0]!;
 
   const config = loadConfig();
+  await ensureRedisReachable(config);
   const connection = createRedisConnection(config.redis, { maxRetriesPerRequest: null });
   const queues = (requested ? [requested] : QUEUES).map((name) => new Queue(name, { connection, prefix: config.redis.keyPrefix }));
   try {

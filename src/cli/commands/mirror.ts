@@ -1,12 +1,11 @@
-import { readFile } from 'node:fs/promises';
 import { QueueEvents } from 'bullmq';
 import { createRedisConnection } from '../../redis/connection.ts';
 import { loadConfig, type Config } from '../../config/config.ts';
-import { MirrorfleetError } from '../../errors.ts';
-import { redact } from '../../log/redact.ts';
 import type { MirrorfleetProducer } from '../../../queues/producer.ts';
 import { MIRROR_QUEUE, parseMirrorRequest, type MirrorProgress, type MirrorRequestInput } from '../../../queues/mirror.ts';
-import { UsageError, describeResult, formatBytes, parse, positiveInteger, producerFor } from '../common.ts';
+import { UsageError, checkMirrorRegistry, describeResult, formatBytes, parse, positiveInteger, connectProducer } from '../common.ts';
+import { printOutcome, waitForOutcome } from '../wait.ts';
+import { enqueueFile, readFileRequests, type FileOptions } from './mirror-file.ts';
 
 /** `mirrorfleet mirror`: enqueues one mirror job, or one per line of a file, and optionally waits. */
 export async function runMirror(args: string[]): Promise<number> {
@@ -18,6 +17,7 @@ export async function runMirror(args: string[]): Promise<number> {
       cluster: { type: 'string' },
       service: { type: 'string' },
       platform: { type: 'string', multiple: true },
+      referrers: { type: 'string' },
       wait: { type: 'boolean' },
       json: { type: 'boolean' },
       timeout: { type: 'string' },
@@ -28,74 +28,53 @@ export async function runMirror(args: string[]): Promise<number> {
   const fromFile = values['from-file'] as string | undefined;
   if (!values.registry) throw new UsageError('--registry is required: a mirror registry name or HOST[:PORT][/PREFIX]');
   if (fromFile === undefined && positionals.length !== 1) throw new UsageError('mirror takes exactly one SOURCE image reference (or --from-file FILE)');
-  const mode = (values.mode as string | undefined) ?? 'service';
-  const template = {
-    v: 1 as const,
+  if (fromFile !== undefined && positionals.length > 0) throw new UsageError('mirror takes either one SOURCE or --from-file FILE, not both');
+  // Parsed before anything is enqueued, so that an invalid --timeout leaves no job behind.
+  const timeoutSeconds = positiveInteger('timeout', values.timeout as string | undefined, 3600);
+  const template: Omit<MirrorRequestInput, 'source'> = {
+    v: 1,
     registry: values.registry as string,
-    mode: mode as 'service' | 'cluster',
+    mode: ((values.mode as string | undefined) ?? 'service') as 'service' | 'cluster',
     cluster: (values.cluster as string | undefined) ?? 'default',
     ...(values.service ? { service: values.service as string } : {}),
     ...((values.platform as string[] | undefined)?.length ? { platforms: values.platform as string[] } : {}),
+    // The schema checks the value and names the accepted ones.
+    ...(values.referrers === undefined ? {} : { referrers: values.referrers as MirrorRequestInput['referrers'] }),
   };
 
   const config = loadConfig();
-  const producer = producerFor(config);
-  try {
-    if (fromFile !== undefined) return await enqueueFile(producer, fromFile, template, Boolean(values.json));
+  checkMirrorRegistry(config, template.registry);
+  if (fromFile !== undefined) return mirrorFile(config, { path: fromFile, template, json: Boolean(values.json), wait: Boolean(values.wait), timeoutSeconds });
 
-    const job = await producer.mirror({ ...template, source: positionals[0]! });
+  const request: MirrorRequestInput = { ...template, source: positionals[0]! };
+  // Validated before connecting, so that invalid input is reported as such even when Redis is down.
+  parseMirrorRequest(request);
+  const producer = await connectProducer(config);
+  try {
+    const job = await producer.mirror(request);
     if (!values.wait) {
       const state = await job.getState();
       process.stdout.write(values.json ? `${JSON.stringify({ jobId: job.id, state })}\n` : `enqueued job ${job.id} (${state})\n`);
       return 0;
     }
-    const timeoutMs = positiveInteger('timeout', values.timeout as string | undefined, 3600) * 1000;
-    return await waitAndPrint(producer, config, job.id!, timeoutMs, Boolean(values.json));
+    return await waitAndPrint(producer, config, job.id!, timeoutSeconds, Boolean(values.json));
   } finally {
     await producer.close();
   }
 }
 
-async function enqueueFile(producer: MirrorfleetProducer, path: string, template: Omit<MirrorRequestInput, 'source'>, json: boolean): Promise<number> {
-  let text: string;
+/** Checks every line of the file, and only then connects and enqueues. */
+async function mirrorFile(config: Config, options: FileOptions): Promise<number> {
+  const requests = await readFileRequests(options, config);
+  const producer = await connectProducer(config);
   try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    throw new UsageError(`cannot read --from-file ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+    return await enqueueFile(producer, requests, options);
+  } finally {
+    await producer.close();
   }
-  const requests: MirrorRequestInput[] = [];
-  const problems: string[] = [];
-  for (const [index, raw] of text.split('\n').entries()) {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#')) continue;
-    try {
-      if (line.startsWith('{')) {
-        requests.push({ ...template, ...(JSON.parse(line) as object) } as MirrorRequestInput);
-      } else {
-        const [source, service, extra] = line.split(/\s+/);
-        if (extra !== undefined) throw new Error('expected "SOURCE [SERVICE]"');
-        requests.push({ ...template, source: source!, ...(service ? { service } : {}) } as MirrorRequestInput);
-      }
-    } catch (error) {
-      problems.push(`line ${index + 1}: ${(error as Error).message}`);
-    }
-  }
-  // Validate everything before enqueueing anything, so a bad line does not leave half a file enqueued.
-  for (const [position, request] of requests.entries()) {
-    try {
-      parseMirrorRequest(request);
-    } catch (error) {
-      problems.push(`request ${position + 1} (${String((request as { source?: unknown }).source)}): ${(error as Error).message}`);
-    }
-  }
-  if (problems.length > 0) throw new UsageError(`nothing enqueued from ${path}:\n  ${problems.join('\n  ')}`);
-  const jobs = await producer.mirrorBulk(requests);
-  if (json) process.stdout.write(`${JSON.stringify({ enqueued: jobs.length, jobIds: jobs.map((job) => job.id) })}\n`);
-  else process.stdout.write(`enqueued ${jobs.length} mirror jobs from ${path}\n`);
-  return 0;
 }
 
-async function waitAndPrint(producer: MirrorfleetProducer, config: Config, jobId: string, timeoutMs: number, json: boolean): Promise<number> {
+async function waitAndPrint(producer: MirrorfleetProducer, config: Config, jobId: string, timeoutSeconds: number, json: boolean): Promise<number> {
   const showProgress = process.stderr.isTTY && !json;
   let events: QueueEvents | undefined;
   if (showProgress) {
@@ -107,18 +86,10 @@ async function waitAndPrint(producer: MirrorfleetProducer, config: Config, jobId
     });
   }
   try {
-    const result = await producer.wait(jobId, { timeoutMs });
+    const outcome = await waitForOutcome(producer.bullQueue, jobId, timeoutSeconds * 1000, (timeoutMs) => producer.wait(jobId, { timeoutMs }));
     if (showProgress) process.stderr.write('\r\x1b[K');
-    process.stdout.write(json ? `${JSON.stringify(result)}\n` : describeResult(result));
-    return 0;
-  } catch (error) {
-    if (showProgress) process.stderr.write('\r\x1b[K');
-    const failure = error instanceof MirrorfleetError ? error : new MirrorfleetError('INTERNAL', String(error));
-    if (json) process.stdout.write(`${JSON.stringify({ jobId, state: 'failed', error: { code: failure.code, message: redact(failure.message) } })}\n`);
-    else process.stderr.write(`job ${jobId} failed: ${failure.code}: ${redact(failure.message)}\n`);
-    return 1;
+    return printOutcome(outcome, { json, timeoutSeconds, label: 'job', describe: describeResult });
   } finally {
     await events?.close();
   }
 }
-

@@ -1,8 +1,7 @@
 import { loadConfig } from '../../config/config.ts';
-import { MirrorfleetError } from '../../errors.ts';
-import { redact } from '../../log/redact.ts';
-import type { CleanupRequestInput, CleanupResult } from '../../../queues/cleanup.ts';
-import { UsageError, parse, positiveInteger, producerFor } from '../common.ts';
+import { parseCleanupRequest, type CleanupRequestInput, type CleanupResult, type ReleaseRequestInput } from '../../../queues/cleanup.ts';
+import { UsageError, checkMirrorRegistry, countOf, parse, positiveInteger, connectProducer } from '../common.ts';
+import { printOutcome, waitForOutcome } from '../wait.ts';
 
 /** `mirrorfleet sweep`: enqueues a sweep of one mirror registry, or of every one, and optionally waits. */
 export async function runSweepCommand(args: string[]): Promise<number> {
@@ -34,12 +33,17 @@ export async function runSweepCommand(args: string[]): Promise<number> {
 
 /**
  * Enqueues a cleanup job; with `--wait`, waits and prints its result (JSON with `--json`). Returns the
- * exit code: 0 success, 1 the job failed.
+ * exit code: 0 success, 1 the job failed, 3 the wait ended while the job was still waiting or running.
  */
 export async function submitCleanup(request: CleanupRequestInput, values: Record<string, unknown>): Promise<number> {
   const json = Boolean(values.json);
+  // Parsed before anything is enqueued, so that an invalid --timeout leaves no job behind.
+  const timeoutSeconds = positiveInteger('timeout', values.timeout as string | undefined, 3600);
   const config = loadConfig();
-  const producer = producerFor(config);
+  // Validated before connecting, so that invalid input is reported as such even when Redis is down.
+  parseCleanupRequest(request);
+  checkMirrorRegistry(config, request.registry);
+  const producer = await connectProducer(config);
   try {
     const job = await producer.cleanup(request);
     if (!values.wait) {
@@ -47,38 +51,41 @@ export async function submitCleanup(request: CleanupRequestInput, values: Record
       process.stdout.write(json ? `${JSON.stringify({ jobId: job.id, state })}\n` : `enqueued ${request.kind} job ${job.id} (${state})\n`);
       return 0;
     }
-    const timeoutMs = positiveInteger('timeout', values.timeout as string | undefined, 3600) * 1000;
-    try {
-      const result = await producer.waitForCleanup(job.id!, { timeoutMs });
-      process.stdout.write(json ? `${JSON.stringify(result)}\n` : describeCleanup(result));
-      return 0;
-    } catch (error) {
-      const failure = error instanceof MirrorfleetError ? error : new MirrorfleetError('INTERNAL', String(error));
-      if (json) process.stdout.write(`${JSON.stringify({ jobId: job.id, state: 'failed', error: { code: failure.code, message: redact(failure.message) } })}\n`);
-      else process.stderr.write(`job ${job.id} failed: ${failure.code}: ${redact(failure.message)}\n`);
-      return 1;
-    }
+    const outcome = await waitForOutcome(producer.bullCleanupQueue, job.id!, timeoutSeconds * 1000, (timeoutMs) => producer.waitForCleanup(job.id!, { timeoutMs }));
+    return printOutcome(outcome, { json, timeoutSeconds, label: 'job', describe: (result) => describeCleanup(result, request) });
   } finally {
     await producer.close();
   }
 }
 
-/** Formats a finished cleanup job for people: one line per deleted, forgotten, released and kept image. */
-export function describeCleanup(result: CleanupResult): string {
+/**
+ * Formats a finished cleanup job for people: one line per deleted, forgotten, released and kept image. A
+ * release that found no use gets a sentence of its own, because a mistyped cluster or service also ends that way.
+ */
+export function describeCleanup(result: CleanupResult, request?: CleanupRequestInput): string {
+  if (request?.kind === 'release' && result.released.length === 0) return `${describeEmptyRelease(request)}\n`;
   const lines: string[] = [];
   const verb = result.dryRun ? 'would delete' : 'deleted';
   lines.push(
     `${result.kind}${result.dryRun ? ' (dry run)' : ''}: ${result.deleted.length} ${verb}, ${result.kept.length} kept` +
-      (result.released.length > 0 ? `, ${result.released.length} uses released` : '') +
-      (result.recorded.length > 0 ? `, ${result.recorded.length} uses recorded` : '') +
+      (result.released.length > 0 ? `, ${countOf(result.released.length, 'use')} released` : '') +
+      (result.recorded.length > 0 ? `, ${countOf(result.recorded.length, 'use')} recorded` : '') +
       ` in ${result.durationMs} ms`,
   );
   for (const entry of result.deleted) lines.push(`  ${verb.padEnd(12)} ${entry.registry}/${entry.repository}@${entry.digest} by ${entry.method}${entry.result === 'absent' ? ' (already gone)' : ''}: ${entry.reason}`);
   for (const entry of result.forgotten) lines.push(`  ${'forgot'.padEnd(12)} ${entry.image}: ${entry.reason}`);
-  for (const entry of result.released) lines.push(`  ${'released'.padEnd(12)} ${entry.image} by ${entry.user}, ${entry.usesLeft} uses left`);
+  for (const entry of result.released) lines.push(`  ${'released'.padEnd(12)} ${entry.image} by ${entry.user}, ${countOf(entry.usesLeft, 'use')} left`);
   for (const entry of result.kept) lines.push(`  ${'kept'.padEnd(12)} ${entry.image}: ${entry.reason}: ${entry.detail}`);
   for (const reference of result.missing) lines.push(`  ${'missing'.padEnd(12)} ${reference}: the mirror registry does not have it`);
   for (const reference of result.ignored) lines.push(`  ${'ignored'.padEnd(12)} ${reference}: outside the selected mirror registries`);
   for (const limit of result.limits) if (limit.message) lines.push(`  limit: ${limit.message}`);
   return `${lines.join('\n')}\n`;
+}
+
+/** Describes a release that dropped no use: which service and cluster, and on which registry. */
+function describeEmptyRelease(request: ReleaseRequestInput): string {
+  const user = request.allServices ? `any service in cluster ${request.cluster}` : `service ${request.service} in cluster ${request.cluster}`;
+  const registry = request.registry === undefined ? '' : ` on registry ${request.registry}`;
+  const dryRun = request.dryRun ? ' (dry run)' : '';
+  return `release${dryRun}: no uses recorded for ${user}${registry}; nothing released`;
 }

@@ -1,4 +1,5 @@
 import { loadConfig } from '../../config/config.ts';
+import { LIMITS } from '../../config/schema.ts';
 import { startWorkers, WORKER_QUEUES } from '../../../workers/run.ts';
 import { UsageError, parse, positiveInteger } from '../common.ts';
 
@@ -10,11 +11,19 @@ export async function runWorker(args: string[]): Promise<number> {
   for (const queue of queues) {
     if (!(WORKER_QUEUES as readonly string[]).includes(queue)) throw new UsageError(`unknown queue "${queue}" in --queues; accepted: ${WORKER_QUEUES.join(', ')}`);
   }
-  const concurrency = positiveInteger('concurrency', values.concurrency as string | undefined, config.worker.concurrency);
-  const metricsPort = positiveInteger('metrics-port', values['metrics-port'] as string | undefined, config.worker.metricsPort, 0);
+  // The same range as MIRRORFLEET_CONCURRENCY and worker.concurrency in the configuration file.
+  const concurrency = positiveInteger('concurrency', values.concurrency as string | undefined, config.worker.concurrency, LIMITS.workerConcurrency.min, LIMITS.workerConcurrency.max);
+  const metricsPort = positiveInteger('metrics-port', values['metrics-port'] as string | undefined, config.worker.metricsPort, LIMITS.metricsPort.min, LIMITS.metricsPort.max);
   const lockDurationMs = process.env.MIRRORFLEET_JOB_LOCK_MS ? positiveInteger('MIRRORFLEET_JOB_LOCK_MS', process.env.MIRRORFLEET_JOB_LOCK_MS, 30_000, 1000) : undefined;
 
-  const running = await startWorkers({ config, queues, concurrency, metricsPort, ...(lockDurationMs ? { lockDurationMs } : {}) });
+  const running = await startWorkers({
+    config,
+    queues,
+    concurrency,
+    metricsPort,
+    ...(values['metrics-port'] === undefined ? {} : { metricsPortSource: '--metrics-port' }),
+    ...(lockDurationMs ? { lockDurationMs } : {}),
+  });
   await new Promise<void>((resolve) => {
     const onSignal = () => {
       running.stop(config.worker.shutdownGraceSeconds * 1000).then(resolve, resolve);

@@ -1,0 +1,67 @@
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { execa } from 'execa';
+import { Redis } from 'ioredis';
+import { MirrorfleetProducer } from '../../queues/producer.ts';
+import type { MirrorRequestInput } from '../../queues/mirror.ts';
+import { seedLayout } from '../harness/fixtures.ts';
+import { startRedis, type TestRedis } from '../harness/redis.ts';
+import { startRegistry, type TestRegistry } from '../harness/registry.ts';
+import { fleetEnv, startWorker, type WorkerProcess } from '../harness/workers.ts';
+
+/**
+ * The `platforms` of a mirror result for a single-platform image (no index): read from the image
+ * config after a copy, and not read at all when the job skips an image already in place.
+ */
+
+let redis: TestRedis;
+let source: TestRegistry;
+let mirror: TestRegistry;
+let connection: Redis;
+let producer: MirrorfleetProducer;
+let worker: WorkerProcess;
+const keyPrefix = `platforms-${randomBytes(4).toString('hex')}`;
+
+/** Returns `os/architecture[/variant]` from the image config as skopeo reads it, independently of mirrorfleet. */
+async function platformBySkopeo(reference: string): Promise<string> {
+  const result = await execa('skopeo', ['inspect', '--config', '--raw', '--tls-verify=false', `docker://${reference}`]);
+  const config = JSON.parse(result.stdout) as { os: string; architecture: string; variant?: string };
+  return [config.os, config.architecture, ...(config.variant ? [config.variant] : [])].join('/');
+}
+
+beforeAll(async () => {
+  [redis, source, mirror] = await Promise.all([startRedis(), startRegistry(), startRegistry()]);
+  await seedLayout(source.host, 'busybox-1.38.0-uclibc-arm64v8', 'library/busybox', 'arm64');
+  const env = fleetEnv({ redisUrl: redis.url, keyPrefix, mirrorRegistries: [`local=${mirror.host}`], insecureRegistries: [source.host, mirror.host] });
+  worker = await startWorker(env, ['--queues', 'mirror']);
+  connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+  producer = new MirrorfleetProducer({ connection, prefix: keyPrefix });
+});
+
+afterAll(async () => {
+  await producer?.close();
+  connection?.disconnect();
+  await worker?.kill();
+  await Promise.all([redis?.stop(), source?.stop(), mirror?.stop()]);
+});
+
+test('single-platform image reports its platform', async () => {
+  // Cluster mode: a second service's job has the same target, so it finds the image in place.
+  const request: MirrorRequestInput = { v: 1, source: `${source.host}/library/busybox:arm64`, registry: 'local', mode: 'cluster', cluster: 'c1', service: 'web' };
+  const expected = await platformBySkopeo(`${source.host}/library/busybox:arm64`);
+
+  const copied = await producer.mirrorAndWait(request, { timeoutMs: 120_000 });
+
+  expect(copied.action).toBe('copied');
+  expect(expected).toBe('linux/arm64/v8');
+  expect(copied.platforms).toEqual([expected]);
+
+  await mirror.clearLog();
+  const repeated = await producer.mirrorAndWait({ ...request, service: 'api' }, { timeoutMs: 120_000 });
+
+  expect(repeated.action).toBe('skipped');
+  const logged = await mirror.requests();
+  expect(logged.some((entry) => entry.method === 'HEAD' && entry.path.includes('/manifests/')), 'the access log shows the warm check').toBe(true);
+  const reads = logged.filter((entry) => entry.method === 'GET' && (entry.path.includes('/blobs/') || entry.path.includes('/manifests/')));
+  expect(reads, 'the skipped job reads no manifest or blob at the mirror registry').toEqual([]);
+});
