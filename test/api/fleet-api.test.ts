@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import type { MirrorResult } from '../../queues/mirror.ts';
 import type { JobView } from '../../src/api/schemas.ts';
 import { DIGESTS, FIXTURES, seedLayout } from '../harness/fixtures.ts';
@@ -215,11 +217,11 @@ describe('producer API with a worker', () => {
 
   test('dashboard retries a failed job', async () => {
     const before = await scrape(`${workerMetricsUrl}/metrics`);
-    const jobId = await enqueue(mirrorRequest('retried', { registry: 'undeclared' }));
+    const jobId = await enqueue(mirrorRequest('retried', { source: `${source.host}/library/busybox:missing` }));
     const failed = await waitForJob(jobId);
     expect(failed.state).toBe('failed');
-    expect(failed.error?.code).toBe('INVALID_INPUT');
-    expect(failed.error?.message).toContain('registry "undeclared" is not a declared mirror registry');
+    expect(failed.error?.code).toBe('REGISTRY_NOT_FOUND');
+    expect(failed.error?.message).toContain('library/busybox:missing');
 
     const retry = await call('PUT', `/admin/queues/api/queues/mirror/${jobId}/retry`, asAdmin);
     expect(retry.status).toBe(204);
@@ -229,7 +231,7 @@ describe('producer API with a worker', () => {
     expect(Date.parse(again.processedAt!), 'the job ran again').toBeGreaterThan(Date.parse(failed.processedAt!));
     const after = await scrape(`${workerMetricsUrl}/metrics`);
     expect(delta(before, after, 'mirrorfleet_jobs_total', { queue: 'mirror', outcome: 'failed' })).toBe(2);
-    expect(delta(before, after, 'mirrorfleet_job_failures_total', { queue: 'mirror', code: 'INVALID_INPUT' })).toBe(2);
+    expect(delta(before, after, 'mirrorfleet_job_failures_total', { queue: 'mirror', code: 'REGISTRY_NOT_FOUND' })).toBe(2);
   });
 
   test('invalid bodies get 400 naming the field', async () => {
@@ -243,6 +245,31 @@ describe('producer API with a worker', () => {
     expect(invalid.body.error.problems.map((problem: { field: string }) => problem.field)).toEqual(['source']);
     expect(oversized.status).toBe(400);
     expect(oversized.body.error.message).toMatch(/request body is larger than 65536 bytes/);
+  });
+
+  /** Returns the number of jobs in the mirror and the cleanup queue, counting every state. */
+  async function producerQueueCounts(): Promise<number[]> {
+    const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const queues = ['mirror', 'cleanup'].map((name) => new Queue(name, { connection, prefix: keyPrefix }));
+    try {
+      return await Promise.all(queues.map(async (queue) => Object.values(await queue.getJobCounts()).reduce((sum, count) => sum + count, 0)));
+    } finally {
+      await Promise.all(queues.map((queue) => queue.close()));
+      connection.disconnect();
+    }
+  }
+
+  test('undeclared registry gets 400 before any job', async () => {
+    const countsBefore = await producerQueueCounts();
+    const mirrorAnswer = await call('POST', '/v1/queues/mirror/jobs', asEnqueuer, mirrorRequest('web', { registry: 'undeclared' }));
+    const sweepAnswer = await call('POST', '/v1/queues/cleanup/jobs', asAdmin, { v: 1, kind: 'sweep', registry: 'elsewhere.example' });
+
+    expect(mirrorAnswer.status).toBe(400);
+    expect(mirrorAnswer.body.error.code).toBe('INVALID_INPUT');
+    expect(mirrorAnswer.body.error.message).toContain('registry "undeclared" is not a declared mirror registry; declared: local');
+    expect(sweepAnswer.status).toBe(400);
+    expect(sweepAnswer.body.error.message).toContain('registry "elsewhere.example" is not a declared mirror registry');
+    expect(await producerQueueCounts(), 'no job was added').toEqual(countsBefore);
   });
 
   test('health and readiness answer on the API and the worker', async () => {

@@ -167,14 +167,14 @@ const pendingJobs: Record<string, string> = {};
 
 /**
  * Per queue, a valid request that needs no network beyond the test's loopback services: a mirror of a
- * local image, a build for an undeclared registry (it fails before fetching anything), a dry-run sweep.
+ * local image, a build that the test fails by hand (no build worker runs), a dry-run sweep.
  */
 function testRequest(queue: string): Record<string, unknown> {
   switch (queue) {
     case MIRROR_QUEUE:
       return { v: 1, source: `${source.host}/library/busybox:1.38`, registry: 'local', cluster: 'prod', service: 'openapi' };
     case BUILD_QUEUE:
-      return { v: 1, git: { url: '/srv/git/shop', commit: 'a'.repeat(40) }, registry: 'undeclared', cluster: 'prod', service: 'shop' };
+      return { v: 1, git: { url: '/srv/git/shop', commit: 'a'.repeat(40) }, registry: 'local', cluster: 'prod', service: 'shop' };
     case CLEANUP_QUEUE:
       return { v: 1, kind: 'sweep', registry: 'local', dryRun: true };
     default:
@@ -254,7 +254,7 @@ beforeAll(async () => {
       const manual = new Worker(BUILD_QUEUE, null, { connection, prefix: keyPrefix });
       const job = await manual.getNextJob('openapi-test');
       expect(job?.id).toBe(jobId);
-      await job!.moveToFailed(new UnrecoverableError('INVALID_INPUT: registry "undeclared" is not a declared mirror registry'), 'openapi-test', false);
+      await job!.moveToFailed(new UnrecoverableError('BUILD_FAILED: the test failed this build by hand'), 'openapi-test', false);
       await manual.close();
     }
     const waited = await fetch(`${api.url}/v1/queues/${route.queue}/jobs/${jobId}/wait?timeoutSeconds=30`, { headers: tokenFor(route) });

@@ -13,7 +13,7 @@ import {
 } from '../../../queues/build.ts';
 import { parseSecretKey, type SecretKey } from '../../build/secret-key.ts';
 import type { Config } from '../../config/config.ts';
-import { defineQueueRoute } from './route.ts';
+import { checkDeclaredRegistry, defineQueueRoute } from './route.ts';
 
 /**
  * The `build` queue in the HTTP API. Requests carry build variable values in clear. They are encrypted
@@ -62,6 +62,7 @@ export const buildRoute = defineQueueRoute({
   progressSchema: buildProgressSchema,
   jobOptions: BUILD_JOB_OPTIONS,
   toJob: (request, { config }) => {
+    checkDeclaredRegistry(config, request.registry);
     const key = secretKeyOf(config);
     const normal = normaliseBuildRequest(request);
     return { name: BUILD_QUEUE, data: parseBuildPayload(encryptBuildRequest(normal, key)), deduplicationId: buildDedupeId(normal, key) };

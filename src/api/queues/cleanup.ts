@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { CLEANUP_JOB_OPTIONS, CLEANUP_QUEUE, cleanupDedupeId, cleanupRequestSchema, type CleanupResult } from '../../../queues/cleanup.ts';
-import { defineQueueRoute } from './route.ts';
+import { checkDeclaredRegistry, defineQueueRoute } from './route.ts';
 
 /**
  * The `cleanup` queue in the HTTP API: release, sweep and reconcile jobs, chosen by the `kind` field and
@@ -69,7 +69,10 @@ export const cleanupRoute = defineQueueRoute({
   // Cleanup workers report no progress, so a job's progress stays 0.
   progressSchema: z.never(),
   jobOptions: CLEANUP_JOB_OPTIONS,
-  toJob: (request) => ({ name: request.kind, data: request, deduplicationId: cleanupDedupeId(request) }),
+  toJob: (request, { config }) => {
+    checkDeclaredRegistry(config, request.registry);
+    return { name: request.kind, data: request, deduplicationId: cleanupDedupeId(request) };
+  },
   example: { v: 1, kind: 'sweep', registry: 'local', dryRun: true },
   fieldDescriptions: {
     v: 'Payload version; 1 is the only one.',

@@ -8,7 +8,7 @@ import {
   type MirrorProgress,
   type MirrorResult,
 } from '../../../queues/mirror.ts';
-import { defineQueueRoute } from './route.ts';
+import { checkDeclaredRegistry, defineQueueRoute } from './route.ts';
 
 /**
  * The `mirror` queue in the HTTP API. Requests are validated with the queue's own schema and enqueued
@@ -90,7 +90,8 @@ export const mirrorRoute = defineQueueRoute({
   resultSchema: mirrorResultSchema,
   progressSchema: mirrorProgressSchema,
   jobOptions: MIRROR_JOB_OPTIONS,
-  toJob: (request) => {
+  toJob: (request, { config }) => {
+    checkDeclaredRegistry(config, request.registry);
     const normal = normaliseMirrorRequest(request);
     return { name: MIRROR_QUEUE, data: normal, deduplicationId: mirrorDedupeId(normal) };
   },

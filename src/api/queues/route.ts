@@ -1,6 +1,6 @@
 import type { JobsOptions } from 'bullmq';
 import type { z } from 'zod';
-import type { ApiScope, Config } from '../../config/config.ts';
+import { requireMirrorRegistry, type ApiScope, type Config } from '../../config/config.ts';
 
 /** Types of the route table entries that tell the HTTP API how to serve one queue; see ../queue-routes.ts. */
 
@@ -53,4 +53,13 @@ export type QueueRoute = QueueRouteDefinition<z.ZodType>;
 /** Checks a queue route's types against its schema and returns it for `QUEUE_ROUTES`. */
 export function defineQueueRoute<Schema extends z.ZodType>(route: QueueRouteDefinition<Schema>): QueueRoute {
   return route as unknown as QueueRoute;
+}
+
+/**
+ * Rejects a request whose `registry` is not a declared mirror registry, so the caller gets a 400
+ * instead of a failed job. When the API declares no registry, the workers check it instead.
+ * @throws InvalidInputError naming the registry and the declared ones.
+ */
+export function checkDeclaredRegistry(config: Config, registry: string | undefined): void {
+  if (registry !== undefined && config.mirrorRegistries.length > 0) requireMirrorRegistry(config, registry);
 }
