@@ -5,6 +5,8 @@ import { InvalidInputError } from '../src/errors.ts';
 import { normaliseCommit, parseGitUrl } from '../src/build/git.ts';
 import { normaliseDockerfilePath, normaliseRootPath } from '../src/build/paths.ts';
 import { normalisePlatform } from '../src/build/platforms.ts';
+import { parsePlatform } from '../src/registry/media-types.ts';
+import { platformNameProblem } from './platforms.ts';
 import { encryptValue, hmacValue, type SecretKey } from '../src/build/secret-key.ts';
 
 /**
@@ -111,7 +113,13 @@ function checkRequest(request: { git: { url: string; commit: string; root: strin
   let root: string | undefined;
   check(['git', 'root'], () => (root = normaliseRootPath(request.git.root)));
   if (root !== undefined) check(['git', 'dockerfile'], () => normaliseDockerfilePath(request.git.dockerfile, root!));
-  for (const [index, platform] of (request.platforms ?? []).entries()) check(['platforms', index], () => normalisePlatform(platform));
+  for (const [index, platform] of (request.platforms ?? []).entries()) {
+    check(['platforms', index], () => {
+      // Aliases such as aarch64 are accepted for builds and normalised first, so only unknown names remain.
+      const problem = platformNameProblem(parsePlatform(normalisePlatform(platform)));
+      if (problem !== undefined) throw new InvalidInputError(problem);
+    });
+  }
 
   const seen = new Set<string>();
   for (const [index, variable] of request.variables.entries()) {

@@ -44,6 +44,13 @@ describe('build request', () => {
     expect(attempt).toThrow(/platforms\.0/);
   });
 
+  test('unknown platform names are rejected', () => {
+    const attempt = () => parseBuildRequest(request({ platforms: ['linux/amd64', 'linux/pentium', 'macos/arm64'] }));
+
+    expect(attempt).toThrow(/platforms\.1 \("linux\/pentium"\): unknown architecture "pentium"/);
+    expect(attempt).toThrow(/platforms\.2 \("macos\/arm64"\): unknown os "macos" \(did you mean darwin\/arm64\?\)/);
+  });
+
   test('invalid variable never shows its value', () => {
     const attempt = () => parseBuildRequest(request({ variables: [{ name: 'BAD-NAME', value: 'secret-in-error', secret: true }] }));
 
