@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { access, mkdtemp, rm } from 'node:fs/promises';
+import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildahCommands } from '../../src/build/buildah.ts';
 import { buildFailure, type BuildSpec } from '../../src/build/builder.ts';
 import { runCommand } from '../../src/build/command.ts';
 import { dockerBuildxArguments } from '../../src/build/docker-buildx.ts';
-import { selectBuilder } from '../../src/build/select-builder.ts';
+import { dockerHasBuildx, selectBuilder } from '../../src/build/select-builder.ts';
 import { ConfigError, InvalidInputError, MirrorfleetError } from '../../src/errors.ts';
 
 let directory: string;
@@ -177,14 +177,34 @@ describe('build failures', () => {
 
 describe('builder selection', () => {
   const installed = (...commands: string[]) => (command: string) => (commands.includes(command) ? `/usr/bin/${command}` : undefined);
+  const withBuildx = () => true;
 
   test('auto prefers buildah', () => {
     expect(selectBuilder('auto', installed('buildah', 'docker')).name).toBe('buildah');
-    expect(selectBuilder('auto', installed('docker')).name).toBe('docker-buildx');
+    expect(selectBuilder('auto', installed('docker'), withBuildx).name).toBe('docker-buildx');
+  });
+
+  test('docker without buildx is not a builder', () => {
+    const withoutBuildx = () => false;
+
+    expect(() => selectBuilder('auto', installed('docker'), withoutBuildx)).toThrow(/docker is installed, but "docker buildx version" failed/);
+    expect(() => selectBuilder('docker-buildx', installed('docker'), withoutBuildx)).toThrow(ConfigError);
+    expect(selectBuilder('auto', installed('buildah', 'docker'), withoutBuildx).name).toBe('buildah');
+  });
+
+  test('buildx check runs docker buildx version', async () => {
+    // A stand-in docker CLI that has buildx only when its marker file exists.
+    const marker = join(directory, 'buildx-installed');
+    const docker = join(directory, 'docker');
+    await writeFile(docker, `#!/bin/sh\n[ "$1 $2" = "buildx version" ] && [ -e ${marker} ]\n`, { mode: 0o755 });
+
+    expect(dockerHasBuildx(docker)).toBe(false);
+    await writeFile(marker, '');
+    expect(dockerHasBuildx(docker)).toBe(true);
   });
 
   test('named builder must be installed', () => {
-    expect(selectBuilder('docker-buildx', installed('buildah', 'docker')).name).toBe('docker-buildx');
+    expect(selectBuilder('docker-buildx', installed('buildah', 'docker'), withBuildx).name).toBe('docker-buildx');
     expect(() => selectBuilder('buildah', installed('docker'))).toThrow(ConfigError);
     expect(() => selectBuilder('auto', installed())).toThrow(/buildah or docker/);
   });
