@@ -154,7 +154,8 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
       if (!request.platforms?.length) {
         const [sourceDigest, current] = await Promise.all([
           source.digest ?? resolveDigest(sourceClient, source),
-          targetClient.headManifest(target.repository, target.tag),
+          // A wrong 404 at the mirror registry only leads to a copy that pushes the same bytes again.
+          targetClient.headManifest(target.repository, target.tag, { confirmMissing: false }),
         ]);
         if (current?.digest === sourceDigest) {
           mediaType = current.mediaType;

@@ -180,7 +180,7 @@ export class RegistryGate implements RequestGate {
     });
   }
 
-  /** `rateCut` is what the budget said when it granted the request: the shared rate was below the configured one. */
+  /** `rateCut` is true when the budget granted the request while the shared rate was below the configured one. */
   private permit(kind: RequestKind, window: ConcurrencyWindow, leaseId: string, rateCut: boolean): GatePermit {
     this.hold(kind, leaseId);
     let reported = false;
@@ -205,12 +205,12 @@ export class RegistryGate implements RequestGate {
    * Feeds one outcome to the window and to the shared budget. A failure to reach Redis here loses one
    * signal and never fails the request, whose response has already arrived.
    *
-   * A healthy response (a status below 500 other than 429, with neither `Retry-After` nor
-   * `RateLimit-Remaining`) is not sent to Redis while the shared rate was not cut when the request was
-   * granted, because REPORT_SCRIPT would change nothing for it: it only raises a cut rate. That saves
-   * one Redis round trip per request. A cut that another worker makes meanwhile is raised again by the
-   * next healthy response granted after it, because the raise depends on the time since the cut, not
-   * on the number of responses.
+   * A healthy response is a status below 500 other than 429, with neither `Retry-After` nor
+   * `RateLimit-Remaining`. It is not sent to Redis when the shared rate was not cut at the time the
+   * request was granted, because REPORT_SCRIPT changes nothing for it then: it only raises a cut rate.
+   * That saves one Redis round trip per request. A cut that another worker makes meanwhile is raised
+   * by the next healthy response granted after it, because the raise grows with the time since the
+   * cut, not with the number of responses.
    */
   private async record(kind: RequestKind, window: ConcurrencyWindow, outcome: RequestOutcome, rateCut: boolean): Promise<void> {
     this.changeWindow(kind, window, () => window.controller.onResponse(outcome.status, outcome.latencyMs, this.clock()));

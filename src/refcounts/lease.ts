@@ -19,8 +19,8 @@ export interface LeaseOptions {
 export const DEFAULT_LEASE_OPTIONS: LeaseOptions = { ttlMs: 30_000, waitMs: 15 * 60_000 };
 
 /**
- * A lease held by the caller. `lost` turns true when a renewal found it expired. `released` is set by
- * whoever gave the lease back before `withLease` ends, such as recordImageUse with `releaseLease`.
+ * A lease held by the caller. `lost` turns true when a renewal found it expired. `released` turns true
+ * when the lease was given back before `withLease` ends, as recordImageUse does with `releaseLease`.
  */
 export interface Lease {
   readonly registry: string;

@@ -103,11 +103,15 @@ export async function transferBlob(ends: BlobTransferEnds, digest: string, size:
 
     const iterator = verifier[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
     const pending: { leftover: Buffer | undefined } = { leftover: undefined };
+    // One buffer receives each chunk in turn, so a blob of any size allocates one chunk. The next chunk is
+    // read into it only after the PATCH of the previous one has succeeded, because a PATCH that fails
+    // is resumed from these bytes.
+    const buffer = Buffer.allocUnsafe(Math.min(options.chunkBytes, size));
     for (let offset = 0; offset < size; offset += options.chunkBytes) {
       const length = Math.min(options.chunkBytes, size - offset);
-      const chunk = await readBytes(iterator, pending, length);
-      if (chunk.length < length) throw new DigestMismatchError(`blob ${digest} ended after ${offset + chunk.length} of ${size} bytes`);
-      location = await target.uploadChunk(targetRepository, location, chunk, offset, length);
+      const read = await readInto(iterator, pending, buffer, length);
+      if (read < length) throw new DigestMismatchError(`blob ${digest} ended after ${offset + read} of ${size} bytes`);
+      location = await target.uploadChunk(targetRepository, location, buffer.subarray(0, length), offset, length);
     }
     // One more read lets the verifier finish: it throws here when the digest or size is wrong.
     const end = await iterator.next();
@@ -125,11 +129,13 @@ export async function transferBlob(ends: BlobTransferEnds, digest: string, size:
   }
 }
 
-/** Reads exactly `count` bytes from `iterator` into one Buffer (fewer only when it ends), keeping the rest for the next call. */
-async function readBytes(iterator: AsyncIterator<Buffer>, pending: { leftover: Buffer | undefined }, count: number): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  let remaining = count;
-  while (remaining > 0) {
+/**
+ * Copies exactly `count` bytes from `iterator` into the start of `target` (fewer only when it ends),
+ * keeping the rest for the next call. Returns the number of bytes copied.
+ */
+async function readInto(iterator: AsyncIterator<Buffer>, pending: { leftover: Buffer | undefined }, target: Buffer, count: number): Promise<number> {
+  let filled = 0;
+  while (filled < count) {
     let chunk = pending.leftover;
     pending.leftover = undefined;
     if (!chunk) {
@@ -137,12 +143,13 @@ async function readBytes(iterator: AsyncIterator<Buffer>, pending: { leftover: B
       if (next.done) break;
       chunk = next.value;
     }
+    const remaining = count - filled;
     if (chunk.length > remaining) {
       pending.leftover = chunk.subarray(remaining);
       chunk = chunk.subarray(0, remaining);
     }
-    remaining -= chunk.length;
-    parts.push(chunk);
+    chunk.copy(target, filled);
+    filled += chunk.length;
   }
-  return Buffer.concat(parts);
+  return filled;
 }

@@ -169,8 +169,11 @@ export class RegistryClient {
    * confirmed with a GET, because some registries answer HEAD differently from GET. So is a 400, whose
    * explanation is in a body that a HEAD response does not carry (a TLS port reached over plain HTTP
    * answers 400). Undefined means the GET found nothing either.
+   *
+   * With `confirmMissing: false`, a 404 is taken as it is, without the GET. That suits a check at a
+   * mirror registry whose wrong "absent" only costs copying again what is already there.
    */
-  async headManifest(repository: string, reference: string): Promise<ManifestHead | undefined> {
+  async headManifest(repository: string, reference: string, options: { confirmMissing?: boolean } = {}): Promise<ManifestHead | undefined> {
     const operation = `checking manifest ${repository}${separator(reference)}${reference}`;
     const call: Call = {
       method: 'HEAD',
@@ -188,9 +191,11 @@ export class RegistryClient {
         const length = header(response, 'content-length');
         return { digest, mediaType: header(response, 'content-type')?.split(';')[0]?.trim(), size: length ? Number(length) : undefined };
       }
+      if (response.statusCode === 404 && options.confirmMissing === false) return 'missing' as const;
       if ([200, 400, 404, 405, 406].includes(response.statusCode)) return undefined;
       throw await sortResponse(response, { registry: this.registry, operation, answeredBy });
     });
+    if (head === 'missing') return undefined;
     if (head) return head;
     const manifest = await this.getManifest(repository, reference);
     return manifest && { digest: manifest.digest, mediaType: manifest.mediaType, size: manifest.bytes.length };

@@ -1,6 +1,7 @@
 import { InvalidInputError, MissingChildError, RegistryError, UnsupportedManifestError, isRetryable } from '../errors.ts';
 import { createLimiter } from '../util/limit.ts';
 import { transferBlob } from './blob-transfer.ts';
+import { readConfigPlatform } from './image-config.ts';
 import { sha256, type Manifest, type RegistryClient } from './client.ts';
 import { ReferrerSync, type FallbackTagLock, type ReferrerFailurePolicy, type ReferrerSelection, type ReferrersResult, type TagListCache } from './referrers.ts';
 import { isNetworkError } from './retry.ts';
@@ -102,7 +103,7 @@ export interface CopyResult extends CopyCounts, ReferrersResult {
   targetDigest: string;
   digestChanged: boolean;
   mediaType: string;
-  /** Platforms of the copied children, such as `linux/arm64/v8`; empty for a single image whose platform is not listed anywhere. */
+  /** Platforms of the copied children, such as `linux/arm64/v8`. For a single image, its own platform when a filter was checked, else empty. */
   platforms: string[];
   /** Digest the target tag pointed at before the copy, if it existed. */
   previousTargetDigest: string | undefined;
@@ -201,11 +202,13 @@ class ImageCopier {
     } else if (this.foreignLayerPolicy !== 'keep' && foreignLayers(parsed).length > 0) {
       throw this.foreignLayersError([{ label: 'the image', manifest: top, parsed }]);
     }
-    // NOTE: a single image (no index) is copied whatever the platform filter requests, because there is no index to filter.
-    const platforms = children.flatMap((child) => (child.platform ? [formatPlatform(child.platform)] : []));
+    let platforms = children.flatMap((child) => (child.platform ? [formatPlatform(child.platform)] : []));
+    // A single image has no index to filter: it is copied when its own platform is one of those wanted.
+    if (parsed.kind === 'image' && this.options.platforms?.length) platforms = [formatPlatform(await this.checkImagePlatform(parsed))];
 
-    // 3. Warm path: the target tag already points at exactly what would be pushed.
-    const previous = targetReference ? await this.target.client.headManifest(this.target.repository, targetReference) : undefined;
+    // 3. Warm path: the target tag already points at exactly what would be pushed. A 404 is trusted
+    //    without a GET, because a wrong "absent" only pushes the same bytes again.
+    const previous = targetReference ? await this.target.client.headManifest(this.target.repository, targetReference, { confirmMissing: false }) : undefined;
     if (previous?.digest === pushBytes.digest) {
       this.counts.manifests.present += 1 + children.length;
       await Promise.all(children.map((child) => this.referrers?.syncSubject(child.digest)));
@@ -365,6 +368,27 @@ class ImageCopier {
         { registry: this.source.client.registry, operation: `parsing manifest ${manifest.digest}` },
       );
     }
+  }
+
+  /**
+   * Returns the platform that the single image `image` states in its config, after checking that the
+   * platform filter requests it. Reads the config blob at the source (one small GET).
+   * @throws InvalidInputError when the platform is not wanted or the config names none.
+   */
+  private async checkImagePlatform(image: ImageManifest): Promise<Platform> {
+    const wanted = this.options.platforms ?? [];
+    const platform = await readConfigPlatform(this.source.client, this.source.repository, image.config);
+    if (!platform) {
+      throw new InvalidInputError(
+        `cannot apply the platform filter ${wanted.map(formatPlatform).join(', ')}: ${this.describeSource()} is a single image whose config names no platform; leave out the platforms`,
+      );
+    }
+    if (!wanted.some((candidate) => platformMatches(candidate, platform))) {
+      throw new InvalidInputError(
+        `no platform of ${this.describeSource()} matches ${wanted.map(formatPlatform).join(', ')}; it is a single image for ${formatPlatform(platform)}`,
+      );
+    }
+    return platform;
   }
 
   private selectChildren(manifests: Descriptor[]): Descriptor[] {

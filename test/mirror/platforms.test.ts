@@ -11,7 +11,8 @@ import { fleetEnv, startWorker, type WorkerProcess } from '../harness/workers.ts
 
 /**
  * The `platforms` of a mirror result for a single-platform image (no index): read from the image
- * config after a copy, and not read at all when the job skips an image already in place.
+ * config after a copy, and not read at all when the job skips an image already in place. A platform
+ * filter on such an image is checked against the platform its config names.
  */
 
 let redis: TestRedis;
@@ -64,4 +65,19 @@ test('single-platform image reports its platform', async () => {
   expect(logged.some((entry) => entry.method === 'HEAD' && entry.path.includes('/manifests/')), 'the access log shows the warm check').toBe(true);
   const reads = logged.filter((entry) => entry.method === 'GET' && (entry.path.includes('/blobs/') || entry.path.includes('/manifests/')));
   expect(reads, 'the skipped job reads no manifest or blob at the mirror registry').toEqual([]);
+});
+
+test('platform filter checks a single image', async () => {
+  const base: MirrorRequestInput = { v: 1, source: `${source.host}/library/busybox:arm64`, registry: 'local', cluster: 'c2', service: 'filtered' };
+
+  const wrong = producer.mirrorAndWait({ ...base, platforms: ['linux/amd64'] }, { timeoutMs: 120_000 });
+  await expect(wrong).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+  await expect(wrong).rejects.toThrow(/no platform of .*busybox:arm64 matches linux\/amd64; it is a single image for linux\/arm64\/v8/);
+  const catalog = (await (await fetch(`${mirror.url}/v2/_catalog`)).json()) as { repositories: string[] };
+  expect(catalog.repositories.filter((name) => name.includes('c2/')), 'nothing was pushed for the rejected filter').toEqual([]);
+
+  const matching = await producer.mirrorAndWait({ ...base, platforms: ['linux/arm64'] }, { timeoutMs: 120_000 });
+  expect(matching.action).toBe('copied');
+  expect(matching.platforms).toEqual(['linux/arm64/v8']);
+  expect(matching.digestChanged).toBe(false);
 });

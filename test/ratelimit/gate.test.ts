@@ -358,7 +358,7 @@ describe('outcome reports', () => {
   const REPORT_SHA = createHash('sha1').update(REPORT_SCRIPT).digest('hex');
   const HEAD_REPLY: ScriptedReply = { status: 200, headers: { 'docker-content-digest': MANIFEST_DIGEST, 'content-type': OCI_MANIFEST, 'content-length': String(MANIFEST.length) } };
 
-  /** A Redis connection that counts the calls of the budget's report script sent through it. */
+  /** Opens a Redis connection that counts the calls of the budget's report script sent through it. */
   function countingConnection(): { connection: Redis; reports: () => number } {
     const connection = new Redis(server.url, { maxRetriesPerRequest: null });
     let reports = 0;

@@ -266,6 +266,24 @@ describe('manifest HEAD and Accept', () => {
     expect(await scriptedClient(server).headManifest('app', '1.0')).toBeUndefined();
   });
 
+  test('HEAD 404 trusted without confirmation', async () => {
+    const server = await startScriptedServer();
+    // The scripted server fails the test on the GET that a confirmation would send.
+    server.expect({ method: 'HEAD', path: '/v2/app/manifests/1.0', reply: { status: 404 } });
+
+    expect(await scriptedClient(server).headManifest('app', '1.0', { confirmMissing: false })).toBeUndefined();
+  });
+
+  test.each([405, 406])('HEAD %i confirmed even without 404 confirmation', async (status) => {
+    const server = await startScriptedServer();
+    server.expect({ method: 'HEAD', path: '/v2/app/manifests/1.0', reply: { status } });
+    expectManifest(server, 'app', '1.0', image.manifest, DOCKER_MANIFEST);
+
+    const head = await scriptedClient(server).headManifest('app', '1.0', { confirmMissing: false });
+
+    expect(head).toEqual({ digest: image.manifest.digest, mediaType: DOCKER_MANIFEST, size: image.manifest.size });
+  });
+
   // Older registries return a schema 1 manifest when they find no schema 2 type in Accept.
   const schema1 = blobOf({ schemaVersion: 1, name: 'app', tag: '1.0', fsLayers: [], history: [] });
   const negotiate = (types: string[]) =>

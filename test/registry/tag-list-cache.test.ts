@@ -110,7 +110,7 @@ describe('tag list cache', () => {
     await cache.tags(client, 'second', list);
     await cache.tags(client, 'first', list);
 
-    // 'first' was dropped when 'third' arrived, so it is listed again; 'second' was still kept.
+    // 'first' was dropped when 'third' arrived, so it is listed again. 'second' was still kept.
     expect(calls()).toBe(4);
   });
 });
