@@ -1,4 +1,5 @@
-import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
+import { describeFailure } from './failure-log.ts';
 import type { WorkerDependencies } from './types.ts';
 import { isRetryable, MirrorfleetError } from '../src/errors.ts';
 import { buildImage, type BuildContext } from '../src/build/build-image.ts';
@@ -92,24 +93,28 @@ export function createBuildWorker(options: WorkerDependencies, extra: BuildWorke
       return result;
     } catch (error) {
       await logWrites;
+      // The stopping process moved the job back to the wait list, so this attempt is no failure.
+      if (options.isHandedBack?.(job)) throw new WaitingError();
       const permanent = error instanceof MirrorfleetError ? !isRetryable(error) : false;
       const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       const outcome = permanent || lastAttempt ? 'failed' : 'retrying';
+      const code = error instanceof MirrorfleetError ? error.code : 'INTERNAL';
       metrics.jobs.inc({ queue: BUILD_QUEUE, outcome });
       metrics.jobDuration.observe({ queue: BUILD_QUEUE, outcome }, (Date.now() - started) / 1000);
-      logger.warn(
+      const line = describeFailure(job, 'build job', code, outcome === 'failed');
+      logger[line.level](
         {
           jobId: job.id,
           queue: BUILD_QUEUE,
           git: payload.git.url,
           commit: payload.git.commit,
           registry: payload.registry,
-          attempt,
+          ...line.fields,
           durationMs: Date.now() - started,
-          code: error instanceof MirrorfleetError ? error.code : 'INTERNAL',
+          code,
           error: error instanceof Error ? error.message : String(error),
         },
-        outcome === 'failed' ? 'build job failed' : 'build job attempt failed; it will be retried',
+        line.msg,
       );
       if (permanent) throw new UnrecoverableError(encodeJobFailure(error));
       throw new Error(encodeJobFailure(error));

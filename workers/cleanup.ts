@@ -1,5 +1,6 @@
 import { referenceForMessage } from '../src/image-ref/message-value.ts';
-import { Queue, UnrecoverableError, Worker, type Job } from 'bullmq';
+import { Queue, UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
+import { describeFailure } from './failure-log.ts';
 import type { WorkerDependencies } from './types.ts';
 import { isRetryable, MirrorfleetError } from '../src/errors.ts';
 import type { AuditEntry } from '../src/cleanup/audit.ts';
@@ -25,6 +26,8 @@ import { CLEANUP_QUEUE, parseCleanupRequest, type CleanupRequest, type CleanupRe
 export function createCleanupWorker(options: WorkerDependencies): Worker {
   const { logger, metrics } = options;
   const queue = new Queue(CLEANUP_QUEUE, { connection: options.connection, prefix: options.prefix });
+  // Without a listener, BullMQ writes every error event of a queue to stderr.
+  queue.on('error', (error) => options.onQueueError?.(CLEANUP_QUEUE, error));
   const scheduler = new QueueSweepScheduler(queue);
 
   const processor = async (job: Job): Promise<CleanupResult> => {
@@ -89,6 +92,8 @@ export function createCleanupWorker(options: WorkerDependencies): Worker {
       );
       return result;
     } catch (error) {
+      // The stopping process moved the job back to the wait list, so this attempt is no failure.
+      if (options.isHandedBack?.(job)) throw new WaitingError();
       const permanent = error instanceof MirrorfleetError ? !isRetryable(error) : false;
       const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       const outcome = permanent || lastAttempt ? 'failed' : 'retrying';
@@ -97,14 +102,17 @@ export function createCleanupWorker(options: WorkerDependencies): Worker {
       metrics.jobDuration.observe({ queue: CLEANUP_QUEUE, outcome }, (Date.now() - started) / 1000);
       if (outcome === 'failed') metrics.jobFailures.inc({ queue: CLEANUP_QUEUE, code });
       else metrics.jobRetries.inc({ queue: CLEANUP_QUEUE, code });
-      logger.warn(
+      const { attempt: _attempt, ...jobFields } = summary;
+      const line = describeFailure(job, 'cleanup job', code, outcome === 'failed');
+      logger[line.level](
         {
-          ...summary,
+          ...jobFields,
+          ...line.fields,
           durationMs: Date.now() - started,
           code,
           error: error instanceof Error ? error.message : String(error),
         },
-        outcome === 'failed' ? 'cleanup job failed' : 'cleanup job attempt failed; it will be retried',
+        line.msg,
       );
       if (permanent) throw new UnrecoverableError(encodeJobFailure(error));
       throw new Error(encodeJobFailure(error));
@@ -122,20 +130,27 @@ export function createCleanupWorker(options: WorkerDependencies): Worker {
   });
   worker.on('closed', () => void queue.close().catch(() => undefined));
 
-  void startWhenSafe(worker, queue, options).catch((error: unknown) =>
-    logger.error({ queue: CLEANUP_QUEUE, error: error instanceof Error ? error.message : String(error) }, 'cleanup worker not started'),
-  );
+  void startWhenSafe(worker, queue, options).catch((error: unknown) => {
+    // A check cut short by the shutdown is no start-up failure.
+    if (worker.closing) return;
+    logger.error({ queue: CLEANUP_QUEUE, error: error instanceof Error ? error.message : String(error) }, 'cleanup worker not started');
+  });
   return worker;
 }
 
-/** Runs `worker` once Redis is known not to evict keys, after syncing the repeatable sweep. */
+/**
+ * Runs `worker` once Redis is known not to evict keys, after syncing the repeatable sweep. It logs and
+ * starts nothing once the worker is closing.
+ */
 async function startWhenSafe(worker: Worker, queue: Queue, options: WorkerDependencies): Promise<void> {
   const check = await checkEvictionPolicy(options.redis);
+  if (worker.closing) return;
   if (!check.safe) {
     options.logger.error({ queue: CLEANUP_QUEUE, maxmemoryPolicy: check.policy ?? 'unknown' }, `cleanup worker not started: ${check.message}`);
     return;
   }
   const schedule = await syncSweepSchedule(queue, options.config.cleanup.sweepIntervalSeconds);
+  if (worker.closing) return;
   options.logger.info({ queue: CLEANUP_QUEUE, sweepSchedule: schedule, sweepIntervalSeconds: options.config.cleanup.sweepIntervalSeconds }, 'cleanup worker running');
   // run() resolves when the worker closes; a failure while running is reported by the 'error' event.
   void worker.run().catch(() => undefined);

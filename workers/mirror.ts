@@ -1,4 +1,5 @@
-import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
+import { describeFailure } from './failure-log.ts';
 import type { WorkerDependencies } from './types.ts';
 import { referenceForMessage } from '../src/image-ref/message-value.ts';
 import { withRateLimitListener, type RateLimitWait } from '../src/ratelimit/waits.ts';
@@ -88,6 +89,8 @@ export function createMirrorWorker(options: WorkerDependencies): Worker {
       );
       return result;
     } catch (caught) {
+      // The stopping process moved the job back to the wait list and cut its transfers, so this attempt is no failure.
+      if (options.isHandedBack?.(job)) throw new WaitingError();
       const error = explainRequestTimeLimit(caught, options.config.limits.requestTimeoutSeconds);
       const permanent = error instanceof MirrorfleetError ? !isRetryable(error) : false;
       const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
@@ -97,19 +100,20 @@ export function createMirrorWorker(options: WorkerDependencies): Worker {
       if (outcome === 'failed') metrics.jobFailures.inc({ queue: MIRROR_QUEUE, code });
       else metrics.jobRetries.inc({ queue: MIRROR_QUEUE, code });
       metrics.jobDuration.observe({ queue: MIRROR_QUEUE, outcome }, (Date.now() - started) / 1000);
-      logger.warn(
+      const line = describeFailure(job, 'mirror job', code, outcome === 'failed');
+      logger[line.level](
         {
           jobId: job.id,
           queue: MIRROR_QUEUE,
           // Request values are shown with anything that looks like user:password@ replaced.
           source: referenceForMessage(request.source),
           registry: referenceForMessage(request.registry),
-          attempt,
+          ...line.fields,
           durationMs: Date.now() - started,
-          code: error instanceof MirrorfleetError ? error.code : 'INTERNAL',
+          code,
           error: error instanceof Error ? error.message : String(error),
         },
-        outcome === 'failed' ? 'mirror job failed' : 'mirror job attempt failed; it will be retried',
+        line.msg,
       );
       if (permanent) throw new UnrecoverableError(encodeJobFailure(error));
       throw new Error(encodeJobFailure(error));

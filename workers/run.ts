@@ -8,6 +8,7 @@ import { InvalidInputError, MirrorfleetError } from '../src/errors.ts';
 import type { Resolver } from '../src/net/connector.ts';
 import { checkPort } from '../src/util/listen.ts';
 import { createLogger, type Logger } from '../src/log/logger.ts';
+import { isConnectionError, watchRedisOutages } from '../src/log/redis-outage.ts';
 import { Metrics } from '../src/metrics/metrics.ts';
 import { startHealthServer } from '../src/metrics/server.ts';
 import { startQueueSampler } from '../src/metrics/queue-sampler.ts';
@@ -28,7 +29,8 @@ import type { WorkerDependencies } from './types.ts';
  * A worker process: one BullMQ worker per queue, a metrics and health server, and a graceful shutdown
  * on SIGTERM or SIGINT: stop taking jobs, let active jobs finish within the grace period, then hand
  * the jobs still running back to the queue and cut their transfers. Every step after the grace period
- * is bounded, so the process exits (with 0) even when Redis does not respond.
+ * is bounded, so the process exits (with 0) even when Redis does not respond. With Redis down and no
+ * active job, it does not wait for the grace period at all.
  */
 
 /** One factory per queue a worker process can serve; a new queue adds its line here. */
@@ -67,6 +69,8 @@ export interface RunningWorkers {
 
 // Bound of each shutdown step after the grace period, because with Redis unreachable a command can wait forever.
 const SHUTDOWN_STEP_MS = 5_000;
+// Bound of a shutdown step that needs Redis while the connection is down: it cannot finish, so waiting longer only delays the exit.
+const SHUTDOWN_STEP_REDIS_DOWN_MS = 1_000;
 
 /**
  * Starts one BullMQ worker per queue in `options.queues`, the metrics server and the queue sampler.
@@ -103,7 +107,13 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
             source: portSource,
             advice: `two workers on one host need different ports: pass --metrics-port 0 to turn the metrics server off, or --metrics-port with a free port (or set ${ENV.metricsPort})`,
           },
-          ready: async () => connection !== undefined && (await connection.ping()) === 'PONG',
+          // The health server answers 503 when this takes longer than its readiness timeout; a PING
+          // on a connection with maxRetriesPerRequest null waits for the reconnect.
+          ready: async () => {
+            if (connection === undefined) throw new Error('not connected yet');
+            if (connection.status !== 'ready') throw new Error(`connection ${connection.status}`);
+            return (await connection.ping()) === 'PONG';
+          },
         })
       : undefined;
 
@@ -114,7 +124,17 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
     throw error;
   }
   const redis = connection;
-  redis.on('error', (error: Error) => logger.warn({ error: error.message }, 'redis connection error; reconnecting'));
+  const outages = watchRedisOutages(redis, logger);
+  // Every BullMQ worker and queue repeats the connection errors of Redis; the outage log reports those once.
+  const reportError = (fields: Record<string, unknown>, error: Error, message: string) => {
+    if (isConnectionError(error)) {
+      outages.noteError(error);
+      logger.debug({ ...fields, error: error.message }, message);
+      return;
+    }
+    logger.error({ ...fields, error: error.message }, message);
+  };
+  const handedBack = new Set<string>();
   let transport: HttpTransport | undefined;
   let gates: ReturnType<typeof createRegistryGates>;
   const workers: Worker[] = [];
@@ -141,8 +161,10 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
         logger,
         metrics,
         ...(options.lockDurationMs ? { lockDurationMs: options.lockDurationMs } : {}),
+        isHandedBack: (job) => handedBack.has(jobKey(job)),
+        onQueueError: (name, error) => reportError({ queue: name }, error, 'queue error'),
       });
-      worker.on('error', (error) => logger.error({ queue, error: error.message }, 'worker error'));
+      worker.on('error', (error) => reportError({ queue }, error, 'worker error'));
       workers.push(worker);
     }
   } catch (error) {
@@ -155,22 +177,41 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
   }
 
   // Every known queue, not only the ones this process serves: whichever process holds the lease reports the whole fleet.
-  const sampler = startQueueSampler({ connection: redis, prefix: config.redis.keyPrefix, queues: WORKER_QUEUES, metrics });
+  const sampler = startQueueSampler({
+    connection: redis,
+    prefix: config.redis.keyPrefix,
+    queues: WORKER_QUEUES,
+    metrics,
+    onError: (error) => reportError({ queues: WORKER_QUEUES }, error instanceof Error ? error : new Error(String(error)), 'queue metrics sample failed'),
+  });
   const active = trackActiveJobs(workers);
-  logger.info({ queues: options.queues, concurrency: options.concurrency, metricsPort: options.metricsPort }, 'workers started');
+  let stopping: Promise<void> | undefined;
+  // While Redis is unreachable the outage log says so; "workers started" waits until Redis answers.
+  void outages.whenReady().then(() => {
+    if (stopping) return;
+    logger.info({ queues: options.queues, concurrency: options.concurrency, metricsPort: options.metricsPort }, 'workers started');
+  });
 
   const httpTransport = transport;
-  let stopping: Promise<void> | undefined;
+  // A step that needs Redis cannot finish while the connection is down, so it gets a shorter bound then.
+  const redisStep = (work: Promise<unknown>) => settlesWithin(work, redis.status === 'ready' ? SHUTDOWN_STEP_MS : SHUTDOWN_STEP_REDIS_DOWN_MS);
   const stop = (graceMs: number) => {
     stopping ??= (async () => {
       logger.info({ graceMs, activeJobs: active.size }, 'stopping: no new jobs; waiting for active jobs');
       const closing = Promise.all(workers.map((worker) => worker.close()));
-      const finished = await settlesWithin(closing, graceMs);
+      // Closing a worker also waits for Redis. While Redis is down and no job runs, there is nothing
+      // to wait for, so the grace period ends early and the close gets one bounded step.
+      const waited = await waitForWorkers(closing, () => active.size === 0 && redis.status !== 'ready', graceMs);
+      const finished = waited !== 'grace over';
+      if (waited === 'idle') await redisStep(closing);
       if (!finished) {
         // Each job still running goes back to the wait list without spending an attempt, so another
         // worker takes it up at once. Its transfers are cut next, so it pushes no manifest afterwards.
-        logger.warn({ graceMs, jobIds: [...active.keys()] }, 'grace period over; handing active jobs back to the queue');
-        await bounded(handBack(active, logger));
+        logger.warn(
+          { graceMs, jobs: [...active.values()].map((job) => ({ jobId: job.id, queue: job.queueName })) },
+          'grace period over; handing active jobs back to the queue',
+        );
+        await bounded(handBack(active, handedBack, logger));
         const reason = new MirrorfleetError(
           'TIMEOUT',
           `the worker is stopping and its shutdown grace period of ${Math.round(graceMs / 1000)} s (worker.shutdownGraceSeconds) is over; the job goes back to the queue`,
@@ -180,10 +221,11 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
         // The cut jobs unwind and release their Redis locks before the connection closes.
         await bounded(closing);
       }
-      await bounded(sampler.stop());
+      await redisStep(sampler.stop());
       metricsServer?.close();
       gates?.close();
       if (finished) await bounded(httpTransport.close());
+      outages.stop();
       redis.disconnect();
       logger.info('stopped');
     })();
@@ -199,26 +241,60 @@ function metricsPortSource(options: WorkerProcessOptions): string {
   return `worker.metricsPort in the configuration file, or its default ${DEFAULTS.metricsPort}`;
 }
 
-/** Keeps the jobs each worker is running, by queue and job id, from 'active' until 'completed' or 'failed'. */
+/** Returns the key of `job` in the map of active jobs: queue name and job id. */
+function jobKey(job: Job): string {
+  return `${job.queueName}:${job.id}`;
+}
+
+/**
+ * Keeps the jobs each worker is running, by queue and job id, from 'active' until 'completed' or 'failed'.
+ * A job handed back at shutdown stays in it, because BullMQ emits neither event for it.
+ */
 function trackActiveJobs(workers: Worker[]): Map<string, Job> {
   const active = new Map<string, Job>();
   for (const worker of workers) {
-    const key = (job: Job) => `${worker.name}:${job.id}`;
-    worker.on('active', (job) => active.set(key(job), job));
-    worker.on('completed', (job) => active.delete(key(job)));
+    worker.on('active', (job) => active.set(jobKey(job), job));
+    worker.on('completed', (job) => active.delete(jobKey(job)));
     worker.on('failed', (job) => {
-      if (job) active.delete(key(job));
+      if (job) active.delete(jobKey(job));
     });
   }
   return active;
 }
 
-/** Moves every job still running back to its queue's wait list with the lock token this process holds. */
-async function handBack(active: Map<string, Job>, logger: Logger): Promise<void> {
+/**
+ * Waits until the workers have closed ('closed'), `isIdle` returns true ('idle'), or `graceMs` has
+ * passed ('grace over'), whichever comes first.
+ */
+async function waitForWorkers(closing: Promise<unknown>, isIdle: () => boolean, graceMs: number): Promise<'closed' | 'idle' | 'grace over'> {
+  let graceTimer: NodeJS.Timeout | undefined;
+  let pollTimer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      closing.then(() => 'closed' as const, () => 'closed' as const),
+      // Polled, because the job map and the connection state have no common change event; 100 ms is short next to any grace period.
+      new Promise<'idle'>((resolve) => {
+        const check = () => (isIdle() ? resolve('idle') : (pollTimer = setTimeout(check, 100)));
+        check();
+      }),
+      new Promise<'grace over'>((resolve) => (graceTimer = setTimeout(() => resolve('grace over'), graceMs))),
+    ]);
+  } finally {
+    clearTimeout(graceTimer);
+    clearTimeout(pollTimer);
+  }
+}
+
+/**
+ * Moves every job still running back to its queue's wait list with the lock token this process holds,
+ * and adds each moved job to `handedBack`, so that its worker shell does not report its cut attempt as a failure.
+ */
+async function handBack(active: Map<string, Job>, handedBack: Set<string>, logger: Logger): Promise<void> {
   await Promise.all(
     [...active.values()].map(async (job) => {
       try {
         await job.moveToWait(job.token);
+        handedBack.add(jobKey(job));
         logger.info({ jobId: job.id, queue: job.queueName }, 'job handed back to the queue');
       } catch (error) {
         logger.warn(

@@ -1,3 +1,4 @@
+import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../src/config/config.ts';
 import type { Logger } from '../src/log/logger.ts';
@@ -20,4 +21,11 @@ export interface WorkerDependencies {
   metrics: Metrics;
   /** How long a job's lock lasts without renewal; a killed worker's job is taken up again after it. */
   lockDurationMs?: number;
+  /**
+   * Returns true for a job that the stopping process moved back to the wait list. Its attempt then
+   * ends without a failure: the shell logs nothing for it and hands BullMQ a WaitingError.
+   */
+  isHandedBack?: (job: Job) => boolean;
+  /** Receives the error events of the queue handles a worker shell creates, such as a lost connection. */
+  onQueueError?: (queue: string, error: Error) => void;
 }

@@ -19,6 +19,11 @@ export interface JobQueuesOptions {
   routes: readonly QueueRoute[];
   /** Passed to each route's `toJob`. */
   context: QueueRouteContext;
+  /**
+   * Receives the errors of the queues and event streams. Without a listener BullMQ prints each one,
+   * a stack trace per reconnect attempt while Redis is down.
+   */
+  onError: (error: Error) => void;
 }
 
 type Waiter = () => void;
@@ -34,9 +39,11 @@ export class JobQueues {
     this.context = options.context;
     for (const route of options.routes) {
       const queue = new Queue(route.queue, { connection: options.connection, prefix: options.prefix, defaultJobOptions: route.jobOptions });
+      queue.on('error', options.onError);
       this.queues.set(route.queue, queue);
 
       const events = new QueueEvents(route.queue, { connection: options.createEventsConnection(), prefix: options.prefix });
+      events.on('error', options.onError);
       const wake = ({ jobId }: { jobId: string }) => this.wake(route.queue, jobId);
       events.on('completed', wake);
       events.on('failed', wake);

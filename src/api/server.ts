@@ -7,6 +7,7 @@ import { ENV } from '../config/env.ts';
 import { DEFAULTS } from '../config/schema.ts';
 import { checkPort, explainListenFailure, type PortSetting } from '../util/listen.ts';
 import type { Logger } from '../log/logger.ts';
+import { isConnectionError } from '../log/redis-outage.ts';
 import { Metrics } from '../metrics/metrics.ts';
 import { startQueueSampler, type QueueSampler } from '../metrics/queue-sampler.ts';
 import { ApiTokens } from './auth.ts';
@@ -99,6 +100,10 @@ export async function startApi(options: ApiOptions): Promise<RunningApi> {
       return events;
     },
     prefix: config.redis.keyPrefix,
+    // Connection errors are logged once by logConnectionErrors; the queues report the same ones again.
+    onError: (error) => {
+      if (!isConnectionError(error)) logger.warn({ error: error.message }, 'queue error');
+    },
     routes: queueRoutes,
     context: { config },
   });

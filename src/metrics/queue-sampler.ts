@@ -53,7 +53,10 @@ export interface QueueSamplerOptions {
   metrics: Metrics;
   /** Time between samples; the lease lasts twice as long. Default 15 s. */
   intervalMs?: number;
-  /** Called with each failed sample; sampling goes on at the next interval. */
+  /**
+   * Called with each failed sample and each error event of the queue handles (such as a lost
+   * connection); sampling goes on at the next interval.
+   */
   onError?: (error: unknown) => void;
 }
 
@@ -94,6 +97,8 @@ export function startQueueSampler(options: QueueSamplerOptions): QueueSampler {
   };
 
   const report = (error: unknown) => options.onError?.(error);
+  // Without a listener, BullMQ writes every error event of a queue to stderr.
+  for (const queue of queues) queue.on('error', report);
   void sample().catch(report);
   const timer = setInterval(() => void sample().catch(report), intervalMs);
   timer.unref();

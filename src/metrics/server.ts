@@ -5,13 +5,19 @@ import { checkPort, explainListenFailure, type PortSetting } from '../util/liste
 
 export interface HealthServerOptions {
   metrics: Metrics;
-  /** Returns true when the process can do work (Redis reachable). */
+  /**
+   * Returns true when the process can do work (Redis reachable). It may reject with an error whose
+   * message is the reason, such as the connection's state. An answer later than READY_TIMEOUT_MS counts as not ready.
+   */
   ready: () => Promise<boolean>;
   port: number;
   host?: string;
   /** Source of the port and how to choose another, for the error when the port cannot be used. */
   portSetting?: Pick<PortSetting, 'source' | 'advice'>;
 }
+
+/** Time `/readyz` waits for the readiness check before it answers 503. */
+export const READY_TIMEOUT_MS = 1_000;
 
 /**
  * Serves `/metrics` (Prometheus text format), `/healthz` (the process is alive) and `/readyz` (Redis
@@ -41,10 +47,10 @@ export async function startHealthServer(options: HealthServerOptions): Promise<S
       return;
     }
     if (path === '/readyz') {
-      options
-        .ready()
-        .catch(() => false)
-        .then((ready) => response.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : 'redis unreachable\n'));
+      void checkReadiness(options.ready).then((reason) => {
+        const body = reason === undefined ? 'ready\n' : `not ready: ${reason}\n`;
+        response.writeHead(reason === undefined ? 200 : 503, { 'content-type': 'text/plain' }).end(body);
+      });
       return;
     }
     if (path === '/metrics') {
@@ -63,4 +69,21 @@ export async function startHealthServer(options: HealthServerOptions): Promise<S
     throw explainListenFailure(error, setting);
   }
   return server;
+}
+
+/** Runs `ready` for at most READY_TIMEOUT_MS; returns undefined when ready, otherwise the reason it is not. */
+async function checkReadiness(ready: () => Promise<boolean>): Promise<string | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<string>((resolve) => {
+    timer = setTimeout(() => resolve(`redis did not answer within ${READY_TIMEOUT_MS / 1000} s`), READY_TIMEOUT_MS);
+  });
+  const checked = ready().then(
+    (isReady) => (isReady ? undefined : 'redis unreachable'),
+    (error: unknown) => `redis unreachable: ${error instanceof Error ? error.message : String(error)}`,
+  );
+  try {
+    return await Promise.race([checked, timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -130,7 +130,8 @@ test('jobs, workers and locks survive a Redis crash', async () => {
   expect(workers.map((worker) => worker.child.pid), 'no worker was restarted').toEqual(pids);
   for (const worker of workers) {
     expect(worker.child.exitCode, 'the worker process is still running').toBeNull();
-    expect(worker.output(), 'the worker noticed the outage').toContain('redis connection error');
+    expect(worker.output(), 'the worker noticed the outage').toContain('redis connection lost; reconnecting');
+    expect(worker.output(), 'the worker noticed the return').toContain('redis connection restored after');
   }
   expect(await scanKeys(`${keyPrefix}:lock:*`), 'every lock is released or expired').toEqual([]);
 

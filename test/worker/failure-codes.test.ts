@@ -38,6 +38,9 @@ function failingResolver(code: 'ENOTFOUND' | 'EAI_AGAIN'): (hostname: string) =>
   };
 }
 
+/** Log lines of the workers started in this process. */
+const logged: Array<{ level: number; msg: string; [field: string]: unknown }> = [];
+
 /** Starts mirror workers in this process, with DNS answered by `resolver`. */
 async function startInProcess(resolver: (hostname: string) => Promise<LookupAddress[]>): Promise<void> {
   const config = loadConfig({
@@ -54,7 +57,7 @@ async function startInProcess(resolver: (hostname: string) => Promise<LookupAddr
     metricsPort: 0,
     resolver,
     retry: { maxAttempts: 3, baseDelayMs: 1, maxDelayMs: 1 },
-    logger: pino({ level: 'silent' }),
+    logger: pino({ level: 'info' }, { write: (line: string) => void logged.push(JSON.parse(line) as (typeof logged)[number]) }),
   });
   running.push(workers);
 }
@@ -107,6 +110,14 @@ describe('DNS failure', () => {
     expect(failure.code).toBe('REGISTRY_DNS_FAILED');
     expect(failure.retryable).toBe(true);
     expect(failure.message).toContain('EAI_AGAIN');
+    const failures = logged.filter((line) => line.jobId === jobId && line.msg.includes('failed'));
+    expect(failures.map((line) => line.msg)).toEqual([
+      // MIRROR_JOB_OPTIONS: exponential backoff of 2 s with jitter 0.5.
+      'mirror job attempt 1/2 failed: REGISTRY_DNS_FAILED; retrying in 1 s to 2 s',
+      'mirror job failed; not retried: REGISTRY_DNS_FAILED',
+    ]);
+    expect(failures.map((line) => line.level)).toEqual([40, 50]);
+    expect(failures[0]).toMatchObject({ attempt: '1/2', retryDelayMinMs: 1_000, retryDelayMaxMs: 2_000 });
 
     const shown = await runCli(['job', jobId, '--queue', 'mirror', '--json'], fleetEnv({ redisUrl: redis.url, keyPrefix, mirrorRegistries: [], insecureRegistries: [] }));
     const view = JSON.parse(shown.stdout) as { error: { code: string; retryable: boolean } };
@@ -132,5 +143,15 @@ describe('TLS mismatch', () => {
     expect(failure.message).toContain(`if ${source.host} serves plain HTTP, add it to MIRRORFLEET_INSECURE_REGISTRIES`);
     const job = await Job.fromId(queue, jobId);
     expect(job?.failedReason.endsWith(' [retryable]')).toBe(false);
+
+    const worker = processes[processes.length - 1]!;
+    const lines = worker
+      .output()
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as { level: number; msg: string; jobId?: string });
+    const failures = lines.filter((line) => line.jobId === jobId && line.msg.includes('failed'));
+    expect(failures.map((line) => line.msg), 'the log calls the failure final').toEqual(['mirror job failed; not retried: REGISTRY_TLS_MISMATCH']);
+    expect(failures[0]!.level, 'logged at error').toBe(50);
   });
 });

@@ -16,8 +16,8 @@ import { enqueueMirror, findBrokenTags, waitForJobs } from '../reliability/helpe
 
 /**
  * SIGTERM in the middle of a large copy, with a shutdown grace period (worker.shutdownGraceSeconds)
- * shorter than the copy: the worker hands the job back and exits 0, the job is not failed, nothing is
- * tagged, and a second worker then copies the image.
+ * shorter than the copy: the worker hands the job back and exits 0. The job is not failed, no failure is
+ * logged for it, and nothing is tagged. A second worker then copies the image.
  */
 
 let redis: TestRedis;
@@ -72,7 +72,18 @@ test('SIGTERM mid-copy hands the job back', async () => {
   const code = await Promise.race([exited, new Promise<string>((resolve) => setTimeout(() => resolve('still running after 60 s'), 60_000))]);
 
   expect(code, first.output()).toBe(0);
-  expect(first.output()).toContain('job handed back to the queue');
+  const lines = first
+    .output()
+    .split('\n')
+    .filter((line) => line.startsWith('{'))
+    .map((line) => JSON.parse(line) as { msg: string; jobId?: string; queue?: string; jobs?: unknown });
+  const handedBack = lines.filter((line) => line.msg === 'job handed back to the queue');
+  expect(handedBack).toHaveLength(1);
+  expect(handedBack[0]).toMatchObject({ jobId, queue: MIRROR_QUEUE });
+  const graceOver = lines.find((line) => line.msg === 'grace period over; handing active jobs back to the queue');
+  expect(graceOver?.jobs, 'the grace line names the job as the hand-back line does').toEqual([{ jobId, queue: MIRROR_QUEUE }]);
+  const afterHandBack = lines.slice(lines.indexOf(handedBack[0]!) + 1).filter((line) => line.jobId === jobId);
+  expect(afterHandBack, 'no failure is logged for the handed-back job').toEqual([]);
   const job = await Job.fromId(queue, jobId);
   expect(await queue.getJobState(jobId), 'the job waits for another worker').toBe('waiting');
   expect(job?.failedReason ?? '', 'no failure was recorded').toBe('');
