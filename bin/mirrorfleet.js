@@ -5,6 +5,16 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
+// The same minimum as `engines` in package.json. Older versions fail later with messages that do not say
+// why: Node 20 cannot load undici 8 (TypeError "reading 'bind'") nor strip TypeScript types
+// (ERR_UNKNOWN_FILE_EXTENSION), so the version is checked before anything else is imported.
+const REQUIRED = [22, 18];
+const [major, minor] = process.versions.node.split('.').map(Number);
+if (major < REQUIRED[0] || (major === REQUIRED[0] && minor < REQUIRED[1])) {
+  process.stderr.write(`mirrorfleet: requires Node.js ${REQUIRED.join('.')} or later, found ${process.versions.node} (${process.execPath})\n`);
+  process.exit(1);
+}
+
 const installed = import.meta.url.includes('/node_modules/');
 const entry = new URL(installed ? '../dist/src/cli/main.js' : '../src/cli/main.ts', import.meta.url);
 if (installed && !existsSync(entry)) {

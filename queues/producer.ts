@@ -1,4 +1,4 @@
-import { Job, Queue, QueueEvents } from 'bullmq';
+import { Job, Queue, QueueEvents, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { MirrorfleetError, TimeoutErrorLike, decodeJobFailure } from './job-errors.ts';
 import { MIRROR_JOB_OPTIONS, MIRROR_QUEUE, mirrorDedupeId, normaliseMirrorRequest, parseMirrorRequest, type MirrorRequestInput, type MirrorResult } from './mirror.ts';
@@ -9,13 +9,24 @@ import { CLEANUP_JOB_OPTIONS, CLEANUP_QUEUE, cleanupDedupeId, parseCleanupReques
 /**
  * The typed client other Node services import to enqueue mirror and build jobs and wait for them.
  *
- *   const fleet = new MirrorfleetProducer({ connection: new Redis(url, { maxRetriesPerRequest: null }) });
+ *   const connection = new Redis(url, { maxRetriesPerRequest: null });
+ *   const fleet = new MirrorfleetProducer({ connection });
  *   const result = await fleet.mirrorAndWait({ v: 1, source: 'nginx:1.27', registry: 'local', cluster: 'prod', service: 'web' }, { timeoutMs: 600_000 });
  *   deploy(result.pinned);
+ *   await fleet.close();
+ *   connection.disconnect();
+ *
+ * The caller owns the connection it passes: `close()` closes what the producer opened (its queues, its
+ * queue events and their duplicated connections) and leaves that connection open, so it can be shared
+ * with other clients. A process that passes one and only calls `close()` keeps running until it closes
+ * the connection too.
  */
 
 export interface ProducerOptions {
-  /** An ioredis connection; BullMQ needs `maxRetriesPerRequest: null` on it. */
+  /**
+   * An ioredis connection; BullMQ needs `maxRetriesPerRequest: null` on it. It stays open after `close()`:
+   * the caller closes it.
+   */
   connection: Redis;
   /** Key prefix shared with the workers. Default `mirrorfleet`. */
   prefix?: string;
@@ -68,18 +79,22 @@ export class MirrorfleetProducer {
 
   /**
    * Enqueues a mirror job and resolves with its result, or rejects with the job's error
-   * (a MirrorfleetError with the worker's code) or a TIMEOUT error after `timeoutMs`.
+   * (a MirrorfleetError with the worker's code) or a WAIT_TIMEOUT error after `timeoutMs`, when the job
+   * keeps going. A job that ran past its own time limit rejects with TIMEOUT instead.
    */
   async mirrorAndWait(request: MirrorRequestInput, options: { timeoutMs: number }): Promise<MirrorResult> {
     const job = await this.mirror(request);
     return this.wait(job.id!, options);
   }
 
-  /** Waits for the job `jobId` to finish. */
+  /**
+   * Waits for the job `jobId` to finish, as `mirrorAndWait` does. Throws INVALID_INPUT when the job does
+   * not exist (never enqueued, or finished and removed after the retention `describeRetention` gives).
+   */
   async wait(jobId: string, options: { timeoutMs: number }): Promise<MirrorResult> {
     const events = await this.queueEvents();
     const job = await Job.fromId(this.queue, jobId);
-    if (!job) throw new MirrorfleetError('INVALID_INPUT', `job ${jobId} does not exist in queue ${MIRROR_QUEUE} (finished jobs are kept for a day)`);
+    if (!job) throw missingJobError(jobId, MIRROR_QUEUE);
     try {
       const result = await untilFinished<MirrorResult>(this.queue, job, events, options.timeoutMs);
       return result;
@@ -111,7 +126,7 @@ export class MirrorfleetProducer {
     this.buildEvents ??= new QueueEvents(BUILD_QUEUE, { connection: this.dedicatedConnection(), prefix: this.prefix });
     await this.buildEvents.waitUntilReady();
     const job = await Job.fromId(queue, jobId);
-    if (!job) throw new MirrorfleetError('INVALID_INPUT', `job ${jobId} does not exist in queue ${BUILD_QUEUE} (finished jobs are kept for a day)`);
+    if (!job) throw missingJobError(jobId, BUILD_QUEUE);
     try {
       return await untilFinished<BuildResult>(queue, job, this.buildEvents, options.timeoutMs);
     } catch (error) {
@@ -146,7 +161,7 @@ export class MirrorfleetProducer {
     this.cleanupEvents ??= new QueueEvents(CLEANUP_QUEUE, { connection: this.dedicatedConnection(), prefix: this.prefix });
     await this.cleanupEvents.waitUntilReady();
     const job = await Job.fromId(queue, jobId);
-    if (!job) throw new MirrorfleetError('INVALID_INPUT', `job ${jobId} does not exist in queue ${CLEANUP_QUEUE} (finished jobs are kept for a week)`);
+    if (!job) throw missingJobError(jobId, CLEANUP_QUEUE);
     try {
       return await untilFinished<CleanupResult>(queue, job, this.cleanupEvents, options.timeoutMs);
     } catch (error) {
@@ -181,6 +196,11 @@ export class MirrorfleetProducer {
     return connection;
   }
 
+  /**
+   * Closes the queues and queue events this producer opened, and the connections it duplicated for them.
+   * The connection passed in `options.connection` stays open, because BullMQ and this class never close a
+   * connection they were given. The caller closes it with `connection.disconnect()` or `quit()`.
+   */
   async close(): Promise<void> {
     await this.events?.close();
     await this.queue.close();
@@ -231,9 +251,52 @@ async function untilFinished<T>(queue: Queue, job: Job, events: QueueEvents, tim
 function toJobError(jobId: string, error: unknown, timeoutMs: number): MirrorfleetError {
   const message = error instanceof Error ? error.message : String(error);
   if (TimeoutErrorLike.test(message)) {
-    return new MirrorfleetError('TIMEOUT', `job ${jobId} did not finish within ${Math.round(timeoutMs / 1000)} s; it keeps running, wait for it again or look at it with: mirrorfleet job ${jobId}`, {
+    return new MirrorfleetError('WAIT_TIMEOUT', `job ${jobId} did not finish within ${formatWaitTime(timeoutMs)}; it keeps running, wait for it again or look at it with: mirrorfleet job ${jobId}`, {
       retryable: true,
     });
   }
   return decodeJobFailure(message);
+}
+
+/** Formats a wait time: milliseconds below one second ("200 ms"), else seconds ("90 s", "1.5 s"). */
+export function formatWaitTime(ms: number): string {
+  if (ms < 1000) return `${ms} ms`;
+  const seconds = ms / 1000;
+  return `${Number.isInteger(seconds) ? seconds : seconds.toFixed(1)} s`;
+}
+
+/** Default job options of each queue, which set how long BullMQ keeps finished jobs. */
+const JOB_OPTIONS: Record<string, JobsOptions> = { [MIRROR_QUEUE]: MIRROR_JOB_OPTIONS, [BUILD_QUEUE]: BUILD_JOB_OPTIONS, [CLEANUP_QUEUE]: CLEANUP_JOB_OPTIONS };
+
+/**
+ * Describes how long finished jobs of `queue` stay in Redis, from its job options (`removeOnComplete`,
+ * `removeOnFail`): "mirror jobs are kept 1 day after completing and 7 days after failing, at most 10000 of each".
+ */
+export function describeRetention(queue: string): string {
+  const options = JOB_OPTIONS[queue];
+  const completed = keptFor(options?.removeOnComplete);
+  const failed = keptFor(options?.removeOnFail);
+  const counts = [options?.removeOnComplete, options?.removeOnFail].map((keep) => (typeof keep === 'object' ? keep.count : undefined));
+  const limit = counts[0] !== undefined && counts[0] === counts[1] ? `, at most ${counts[0]} of each` : '';
+  return `${queue} jobs are kept ${completed} after completing and ${failed} after failing${limit}`;
+}
+
+function keptFor(keep: JobsOptions['removeOnComplete']): string {
+  if (keep === true) return 'no time';
+  // A count alone (a number, or an object without `age`) keeps jobs until newer ones push them out.
+  if (typeof keep === 'object' && 'age' in keep && keep.age !== undefined) {
+    const days = keep.age / 86_400;
+    if (Number.isInteger(days)) return `${days} ${days === 1 ? 'day' : 'days'}`;
+    return `${Math.round(keep.age / 3600)} h`;
+  }
+  return 'until removed by hand';
+}
+
+/** Creates the error for a job id that none of `queues` has: never enqueued, or finished and removed since. */
+export function missingJobError(jobId: string, ...queues: string[]): MirrorfleetError {
+  const where = queues.length === 1 ? `queue ${queues[0]}` : `queues ${queues.join(', ')}`;
+  return new MirrorfleetError(
+    'INVALID_INPUT',
+    `job ${jobId} does not exist in ${where}: it was never enqueued, or it finished and was removed (${queues.map(describeRetention).join('; ')})`,
+  );
 }

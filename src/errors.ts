@@ -22,6 +22,9 @@ export type ErrorCode =
   | 'UNSUPPORTED_MANIFEST'
   | 'MISSING_CHILD'
   | 'TIMEOUT'
+  // A producer's wait for a job (`timeoutMs` of mirrorAndWait, wait and the like) ended. The job did not
+  // fail and keeps going. TIMEOUT, in contrast, is a job attempt that ran past its own time limit.
+  | 'WAIT_TIMEOUT'
   | 'LOCK_LOST'
   | 'BUILD_FAILED'
   | 'GIT_FAILED'

@@ -62,7 +62,7 @@ function errorResponse(description: string, headers?: Record<string, string>): R
 const UNAUTHORIZED = errorResponse('Missing or unknown bearer token.', {
   'WWW-Authenticate': 'The authentication scheme to use: `Bearer realm="mirrorfleet"`.',
 });
-const NOT_FOUND = errorResponse('No such job in this queue: never enqueued, or removed after it finished (mirror jobs are kept a day, failed ones a week).');
+const NOT_FOUND = errorResponse('No such job in this queue: never enqueued, or removed after it finished; the message states how long jobs of the queue are kept.');
 
 function forbidden(scope: ApiScope): ResponseSpec {
   return errorResponse(`The token lacks the \`${scope}\` scope.`);

@@ -8,6 +8,7 @@ import { DEFAULTS } from '../config/schema.ts';
 import { checkPort, explainListenFailure, type PortSetting } from '../util/listen.ts';
 import type { Logger } from '../log/logger.ts';
 import { isConnectionError } from '../log/redis-outage.ts';
+import { missingJobError } from '../../queues/producer.ts';
 import { Metrics } from '../metrics/metrics.ts';
 import { startQueueSampler, type QueueSampler } from '../metrics/queue-sampler.ts';
 import { ApiTokens } from './auth.ts';
@@ -356,7 +357,7 @@ function handlerFor(operation: OperationSpec, context: AppContext): Handler {
 }
 
 function jobNotFound(route: QueueRoute, jobId: string): ErrorBody {
-  return errorBody('NOT_FOUND', `job ${jobId} does not exist in queue ${route.queue}; finished jobs are removed after a while (mirror: a day, failed: a week)`);
+  return errorBody('NOT_FOUND', missingJobError(jobId, route.queue).message);
 }
 
 function errorBody(code: string, message: string, problems?: Problem[]): ErrorBody {

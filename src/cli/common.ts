@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+import { text } from 'node:stream/consumers';
 import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { createRedisConnection } from '../redis/connection.ts';
 import { requireMirrorRegistry, type Config } from '../config/config.ts';
@@ -32,12 +34,18 @@ export class UnreachableError extends Error {}
  */
 export async function ensureRedisReachable(config: Config): Promise<void> {
   const probe = createRedisConnection(config.redis, { lazyConnect: true, connectTimeout: 5_000, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
-  probe.on('error', () => undefined);
+  // After a refused connection, connect() rejects only with ioredis's "Connection is closed.". The socket's
+  // own error, such as ECONNREFUSED, arrives as an 'error' event, so the first one is kept as the cause.
+  let socketError: Error | undefined;
+  probe.on('error', (error: Error) => {
+    socketError ??= error;
+  });
   try {
     await probe.connect();
     await probe.ping();
   } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
+    const cause = socketError ?? (error instanceof Error ? error : new Error(String(error)));
+    const reason = cause.message.replace(/\.$/, '');
     throw new UnreachableError(`cannot reach Redis at ${hideUrlCredentials(config.redis.url)}: ${reason}; check MIRRORFLEET_REDIS_URL`);
   } finally {
     probe.disconnect();
@@ -46,20 +54,87 @@ export async function ensureRedisReachable(config: Config): Promise<void> {
 
 type OptionValues = Record<string, string | boolean | string[] | undefined>;
 
+/**
+ * Parses a command's arguments with `node:util` parseArgs. Mistakes are reported as UsageErrors in the
+ * command's own words in place of parseArgs's errors: an unknown option with the closest accepted one, a
+ * string option without a value, a boolean option given a value, a single-value option given twice,
+ * and a positional argument where the command takes none.
+ */
 export function parse(args: string[], options: ParseArgsOptionsConfig, allowPositionals: boolean): { values: OptionValues; positionals: string[] } {
+  const { tokens } = parseArgs({ args, options, allowPositionals: true, strict: false, tokens: true });
+  const seen = new Set<string>();
+  for (const token of tokens) {
+    if (token.kind === 'positional') {
+      if (!allowPositionals) throw new UsageError(`unexpected argument ${JSON.stringify(cutText(token.value))}: this command takes options only`);
+      continue;
+    }
+    if (token.kind !== 'option') continue;
+    const option = Object.hasOwn(options, token.name) ? options[token.name] : undefined;
+    if (option === undefined) throw new UsageError(unknownOptionMessage(token.rawName, Object.keys(options)));
+    if (option.type === 'boolean') {
+      if (token.value !== undefined) throw new UsageError(`--${token.name} takes no value, found ${JSON.stringify(cutText(token.value))}`);
+      continue;
+    }
+    // Without strict mode, parseArgs takes the next argument as the value even when it is an option.
+    if (token.value === undefined || (!token.inlineValue && token.value.startsWith('-') && token.value !== '-')) {
+      throw new UsageError(`--${token.name} needs a value (write --${token.name}=VALUE for a value that starts with -)`);
+    }
+    if (!option.multiple && seen.has(token.name)) throw new UsageError(`--${token.name} is given more than once; give it once`);
+    seen.add(token.name);
+  }
   const result = parseArgs({ args, options, allowPositionals, strict: true });
   return { values: result.values as OptionValues, positionals: result.positionals };
 }
 
-/** Parses the whole number given as `--name`, from `min` up, and at most `max` when given; `fallback` when absent. */
-export function positiveInteger(name: string, value: string | undefined, fallback: number, min = 1, max?: number): number {
+/** Formats the error for an unknown option, naming the closest accepted option when one is close. */
+export function unknownOptionMessage(rawName: string, accepted: string[]): string {
+  const given = rawName.replace(/^-+/, '');
+  let closest: string | undefined;
+  let closestDistance = Number.POSITIVE_INFINITY;
+  for (const name of accepted) {
+    const distance = editDistance(given, name);
+    if (distance < closestDistance) {
+      closest = name;
+      closestDistance = distance;
+    }
+  }
+  // Up to one edit per three characters: "--servce" finds --service, "--x" finds nothing.
+  const close = closest !== undefined && closestDistance <= Math.max(1, Math.floor(given.length / 3));
+  return `unknown option ${cutText(rawName)}${close ? `; did you mean --${closest}?` : ''}`;
+}
+
+/** Levenshtein distance: the fewest single-character insertions, deletions and substitutions from `a` to `b`. */
+export function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, index) => index);
+  for (let i = 1; i <= a.length; i += 1) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j += 1) {
+      const substitution = previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1);
+      current.push(Math.min(previous[j]! + 1, current[j - 1]! + 1, substitution));
+    }
+    previous = current;
+  }
+  return previous[b.length]!;
+}
+
+/**
+ * Parses the whole number given as `--name`, from `min` up, and at most `max` when given; `fallback` when
+ * absent. `unit` names what the number counts in the error, such as "seconds".
+ */
+export function positiveInteger(name: string, value: string | undefined, fallback: number, min = 1, max?: number, unit?: string): number {
   if (value === undefined) return fallback;
   const number = Number(value);
   if (!/^\d+$/.test(value) || number < min || (max !== undefined && number > max)) {
-    const expected = max === undefined ? `a whole number of at least ${min}` : `a whole number from ${min} to ${max}`;
+    const wholeNumber = unit === undefined ? 'a whole number' : `a whole number of ${unit}`;
+    const expected = max === undefined ? `${wholeNumber}, at least ${min}` : `${wholeNumber} from ${min} to ${max}`;
     throw new UsageError(`invalid --${name} ${JSON.stringify(cutText(value))}: expected ${expected}`);
   }
   return number;
+}
+
+/** Parses `--timeout`: whole seconds, 3600 when absent. */
+export function parseTimeoutSeconds(value: string | undefined): number {
+  return positiveInteger('timeout', value, 3600, 1, undefined, 'seconds');
 }
 
 /** Checks that Redis responds, then returns a producer on it. */
@@ -120,4 +195,31 @@ export function formatBytes(bytes: number): string {
   if (bytes < 1024) return `${bytes} B`;
   if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/** Common errno codes of reading a file, in words. */
+const READ_ERRORS: Record<string, string> = {
+  ENOENT: 'file not found',
+  EACCES: 'permission denied',
+  EPERM: 'permission denied',
+  EISDIR: 'is a directory, not a file',
+  ENOTDIR: 'a component of the path is not a directory',
+  ELOOP: 'too many symbolic links',
+  ENAMETOOLONG: 'file name too long',
+  EMFILE: 'too many open files in this process',
+};
+
+/**
+ * Reads the text of `--from-file PATH`, or standard input for `-`. Throws a UsageError that gives the reason
+ * in words when the file cannot be read, such as "file not found: images.txt".
+ */
+export async function readInputFile(path: string): Promise<string> {
+  try {
+    return path === '-' ? await text(process.stdin) : await readFile(path, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const words = code === undefined ? undefined : READ_ERRORS[code];
+    if (words !== undefined) throw new UsageError(`${words}: ${cutText(path)}`);
+    throw new UsageError(`cannot read --from-file ${cutText(path)}: ${code ?? (error as Error).message}`);
+  }
 }

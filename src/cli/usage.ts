@@ -12,7 +12,8 @@ export const COMMAND_USAGE = {
   worker: `  mirrorfleet worker [--queues mirror,build,cleanup] [--concurrency N] [--metrics-port P]
       Run workers until SIGTERM. --queues: the queues to take jobs from (default all).
       --concurrency: jobs at once, ${LIMITS.workerConcurrency.min} to ${LIMITS.workerConcurrency.max} (default from MIRRORFLEET_CONCURRENCY, 4).
-      --metrics-port: port of /metrics, /healthz and /readyz (0 turns it off; default 9464).
+      --metrics-port: port of /metrics, /healthz and /readyz (0 turns it off; default from
+      MIRRORFLEET_METRICS_PORT, 9464). Their listen address is MIRRORFLEET_METRICS_HOST (default 0.0.0.0).
 `,
   mirror: `  mirrorfleet mirror SOURCE --registry ${REGISTRY} [--mode service|cluster]
                      [--cluster ID] [--service ID] [--platform os/arch[/variant]]...
@@ -95,9 +96,13 @@ export function fullUsage(): string {
   );
 }
 
-/** Returns the usage of one command, with the exit codes. */
+/**
+ * Returns the usage of one command, and the exit codes when the command has `--wait`, because they
+ * describe how a wait ends. The other commands (worker, api, job) do not wait for a job.
+ */
 export function commandUsage(command: CommandName): string {
-  return `Usage:\n${COMMAND_USAGE[command]}\n${EXIT_CODES}`;
+  const usage = COMMAND_USAGE[command];
+  return usage.includes('--wait') ? `Usage:\n${usage}\n${EXIT_CODES}` : `Usage:\n${usage}`;
 }
 
 export function isCommandName(name: string): name is CommandName {

@@ -23,8 +23,9 @@ export async function waitForOutcome<T>(queue: Queue, jobId: string, timeoutMs: 
       return { status: 'completed', jobId, result: await wait(timeoutMs) };
     } catch (error) {
       const failure = error instanceof MirrorfleetError ? error : new MirrorfleetError('INTERNAL', String(error));
-      // TIMEOUT is also the code of a job whose attempt ran too long, so the job's state decides.
-      if (failure.code !== 'TIMEOUT') return { status: 'failed', jobId, error: failure };
+      // WAIT_TIMEOUT: the wait ended and the job keeps going, so its state is read below. Any other code,
+      // TIMEOUT included (an attempt that ran past the job's time limit), is the job's own failure.
+      if (failure.code !== 'WAIT_TIMEOUT') return { status: 'failed', jobId, error: failure };
     }
   }
   const job = await Job.fromId(queue, jobId);

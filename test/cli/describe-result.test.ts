@@ -1,6 +1,8 @@
 import { describe, expect, test } from 'vitest';
 import { countOf, cutQuotedValues, cutText, describeResult } from '../../src/cli/common.ts';
 import type { MirrorResult } from '../../queues/mirror.ts';
+import type { CleanupResult } from '../../queues/cleanup.ts';
+import { describeCleanup } from '../../src/cli/commands/sweep.ts';
 
 const DIGEST = `sha256:${'b'.repeat(64)}`;
 
@@ -50,5 +52,21 @@ describe('message helpers', () => {
     const cut = cutQuotedValues(`source ("${long}"): invalid "short" and "${long}"`);
 
     expect(cut).toBe(`source ("${'y'.repeat(79)}…"): invalid "short" and "${'y'.repeat(79)}…"`);
+  });
+});
+
+describe('describeCleanup of a dry-run release', () => {
+  test('says would release', () => {
+    const image = { registry: 'mirror.test', repository: 'prod/shared/app', digest: DIGEST, image: `mirror.test/prod/shared/app@${DIGEST}` };
+    const result: CleanupResult = {
+      jobId: '3', kind: 'release', dryRun: true, deleted: [], kept: [], forgotten: [], recorded: [], missing: [], ignored: [], limits: [], durationMs: 4,
+      released: [{ ...image, user: 'prod/web', usesLeft: 0 }],
+    };
+
+    const text = describeCleanup(result, { v: 1, kind: 'release', cluster: 'prod', service: 'web', dryRun: true });
+
+    expect(text).toContain('release (dry run): 0 would delete, 0 kept, would release 1 use in 4 ms');
+    expect(text).toContain(`  would release mirror.test/prod/shared/app@${DIGEST} by prod/web, 0 uses left`);
+    expect(text).not.toMatch(/\breleased\b/);
   });
 });

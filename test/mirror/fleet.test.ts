@@ -209,7 +209,7 @@ describe('mirror fleet', () => {
     expect(view.queue).toBe('mirror');
     expect(view.state).toBe('completed');
     expect(view.result.digest).toBe(DIGESTS.helloWorldList);
-    expect(missing.code).toBe(2);
+    expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('no-such-job');
   });
 

@@ -4,9 +4,10 @@ import { QueueEvents } from 'bullmq';
 import { createRedisConnection } from '../../redis/connection.ts';
 import { loadConfig, type Config } from '../../config/config.ts';
 import { MirrorfleetProducer } from '../../../queues/producer.ts';
-import { BUILD_QUEUE, type BuildProgress, type BuildRequestInput, type BuildResult } from '../../../queues/build.ts';
-import { UsageError, checkMirrorRegistry, ensureRedisReachable, parse, positiveInteger } from '../common.ts';
+import { BUILD_QUEUE, buildRequestSchema, type BuildProgress, type BuildRequestInput, type BuildResult } from '../../../queues/build.ts';
+import { UsageError, checkMirrorRegistry, ensureRedisReachable, parse, parseTimeoutSeconds } from '../common.ts';
 import { printOutcome, waitForOutcome } from '../wait.ts';
+import { BUILD_FLAGS, checkRequest } from '../request-errors.ts';
 
 /**
  * `mirrorfleet build`: enqueues one build job and optionally waits. Plain values come from the command
@@ -59,7 +60,9 @@ export async function runBuild(args: string[]): Promise<number> {
   };
 
   // Parsed before anything is enqueued, so that an invalid --timeout leaves no job behind.
-  const timeoutSeconds = positiveInteger('timeout', values.timeout as string | undefined, 3600);
+  const timeoutSeconds = parseTimeoutSeconds(values.timeout as string | undefined);
+  // Validated before connecting, so that invalid input is reported as such even when Redis is down.
+  checkRequest(buildRequestSchema, request, BUILD_FLAGS);
   const config = loadConfig();
   checkMirrorRegistry(config, request.registry);
   await ensureRedisReachable(config);
@@ -122,7 +125,7 @@ async function waitAndPrint(producer: MirrorfleetProducer, config: Config, jobId
 }
 
 /** Formats a finished build job for people, in three lines. */
-function describeBuild(result: BuildResult): string {
+export function describeBuild(result: BuildResult): string {
   let cache = '';
   if (result.cacheHit === true) cache = ', layers from the cache';
   if (result.cacheHit === false) cache = ', no layer from the cache';

@@ -1,10 +1,8 @@
-import { readFile } from 'node:fs/promises';
-import { text } from 'node:stream/consumers';
 import { requireMirrorRegistry, type Config } from '../../config/config.ts';
 import { redact } from '../../log/redact.ts';
 import type { MirrorfleetProducer } from '../../../queues/producer.ts';
-import { parseMirrorRequest, type MirrorRequestInput, type MirrorResult } from '../../../queues/mirror.ts';
-import { EXIT, UsageError, countOf, cutQuotedValues, cutText } from '../common.ts';
+import { mirrorRequestSchema, parseMirrorRequest, type MirrorRequestInput, type MirrorResult } from '../../../queues/mirror.ts';
+import { EXIT, UsageError, countOf, cutQuotedValues, cutText, readInputFile } from '../common.ts';
 import { describeStillRunning, outcomeJson, waitForOutcome, type WaitOutcome } from '../wait.ts';
 
 /**
@@ -12,6 +10,9 @@ import { describeStillRunning, outcomeJson, waitForOutcome, type WaitOutcome } f
  * is enqueued, so an invalid line leaves nothing half enqueued. Problems and results are numbered by
  * line of the file.
  */
+
+/** Fields of a JSON request line: those of the mirror job payload. */
+const REQUEST_FIELDS = Object.keys(mirrorRequestSchema.shape);
 
 export interface FileOptions {
   /** File to read, or `-` for standard input. */
@@ -35,7 +36,7 @@ export interface LineRequest {
  * problem by line.
  */
 export async function readFileRequests(options: Pick<FileOptions, 'path' | 'template'>, config: Config): Promise<LineRequest[]> {
-  return parseRequests(await readRequests(options.path), options.template, config);
+  return parseRequests(await readInputFile(options.path), options.template, config);
 }
 
 /** Enqueues the requests of a file and, with `wait`, waits for them. Returns the exit code. */
@@ -76,14 +77,6 @@ export async function enqueueFile(producer: MirrorfleetProducer, requests: LineR
   }
   if (failed > 0) return EXIT.failed;
   return running > 0 ? EXIT.stillRunning : EXIT.success;
-}
-
-async function readRequests(path: string): Promise<string> {
-  try {
-    return path === '-' ? await text(process.stdin) : await readFile(path, 'utf8');
-  } catch (error) {
-    throw new UsageError(`cannot read --from-file ${cutText(path)}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
-  }
 }
 
 /** Turns each line into a request on top of `template` and validates it as the producer and the workers do. */
@@ -128,6 +121,12 @@ function requestOf(line: string, template: FileOptions['template']): MirrorReque
       throw new Error(`invalid JSON: ${(error as Error).message.replace(/"(?:[^"\\]|\\.)*"/g, '…')}`);
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('expected a JSON request object');
+    // Checked here, because the schema's own message for an unknown key repeats the whole merged request.
+    const unknown = Object.keys(parsed).filter((key) => !REQUEST_FIELDS.includes(key));
+    if (unknown.length > 0) {
+      const fields = unknown.map((key) => JSON.stringify(cutText(key))).join(', ');
+      throw new Error(`unknown ${unknown.length === 1 ? 'field' : 'fields'} ${fields}; accepted: ${REQUEST_FIELDS.join(', ')}`);
+    }
     return { ...template, ...parsed } as MirrorRequestInput;
   }
   const words = line.split(/\s+/);

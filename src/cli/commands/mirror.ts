@@ -2,8 +2,9 @@ import { QueueEvents } from 'bullmq';
 import { createRedisConnection } from '../../redis/connection.ts';
 import { loadConfig, type Config } from '../../config/config.ts';
 import type { MirrorfleetProducer } from '../../../queues/producer.ts';
-import { MIRROR_QUEUE, parseMirrorRequest, type MirrorProgress, type MirrorRequestInput } from '../../../queues/mirror.ts';
-import { UsageError, checkMirrorRegistry, describeResult, formatBytes, parse, positiveInteger, connectProducer } from '../common.ts';
+import { MIRROR_QUEUE, mirrorRequestSchema, type MirrorProgress, type MirrorRequestInput } from '../../../queues/mirror.ts';
+import { MIRROR_FLAGS, checkRequest } from '../request-errors.ts';
+import { UsageError, checkMirrorRegistry, describeResult, formatBytes, parse, parseTimeoutSeconds, connectProducer } from '../common.ts';
 import { printOutcome, waitForOutcome } from '../wait.ts';
 import { enqueueFile, readFileRequests, type FileOptions } from './mirror-file.ts';
 
@@ -30,7 +31,7 @@ export async function runMirror(args: string[]): Promise<number> {
   if (fromFile === undefined && positionals.length !== 1) throw new UsageError('mirror takes exactly one SOURCE image reference (or --from-file FILE)');
   if (fromFile !== undefined && positionals.length > 0) throw new UsageError('mirror takes either one SOURCE or --from-file FILE, not both');
   // Parsed before anything is enqueued, so that an invalid --timeout leaves no job behind.
-  const timeoutSeconds = positiveInteger('timeout', values.timeout as string | undefined, 3600);
+  const timeoutSeconds = parseTimeoutSeconds(values.timeout as string | undefined);
   const template: Omit<MirrorRequestInput, 'source'> = {
     v: 1,
     registry: values.registry as string,
@@ -48,7 +49,7 @@ export async function runMirror(args: string[]): Promise<number> {
 
   const request: MirrorRequestInput = { ...template, source: positionals[0]! };
   // Validated before connecting, so that invalid input is reported as such even when Redis is down.
-  parseMirrorRequest(request);
+  checkRequest(mirrorRequestSchema, request, MIRROR_FLAGS);
   const producer = await connectProducer(config);
   try {
     const job = await producer.mirror(request);

@@ -1,8 +1,6 @@
-import { readFile } from 'node:fs/promises';
-import { text } from 'node:stream/consumers';
 import { parseImagesFile } from '../../cleanup/images-file.ts';
 import type { CleanupRequestInput } from '../../../queues/cleanup.ts';
-import { UsageError, parse } from '../common.ts';
+import { UsageError, parse, readInputFile } from '../common.ts';
 import { submitCleanup } from './sweep.ts';
 
 /**
@@ -28,12 +26,7 @@ export async function runReconcileCommand(args: string[]): Promise<number> {
   const path = values['from-file'] as string | undefined;
   if (!path) throw new UsageError('--from-file is required: a file of images the cluster runs, or - for standard input');
 
-  let content: string;
-  try {
-    content = path === '-' ? await text(process.stdin) : await readFile(path, 'utf8');
-  } catch (error) {
-    throw new UsageError(`cannot read --from-file ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
-  }
+  const content = await readInputFile(path);
   const serviceLabel = values['service-label'] as string | undefined;
   const images = parseImagesFile(content, serviceLabel === undefined ? {} : { serviceLabel });
 

@@ -1,7 +1,8 @@
 import { loadConfig } from '../../config/config.ts';
-import { parseCleanupRequest, type CleanupRequestInput, type CleanupResult, type ReleaseRequestInput } from '../../../queues/cleanup.ts';
-import { UsageError, checkMirrorRegistry, countOf, parse, positiveInteger, connectProducer } from '../common.ts';
+import { cleanupRequestSchema, type CleanupRequestInput, type CleanupResult, type ReleaseRequestInput } from '../../../queues/cleanup.ts';
+import { UsageError, checkMirrorRegistry, countOf, parse, parseTimeoutSeconds, connectProducer } from '../common.ts';
 import { printOutcome, waitForOutcome } from '../wait.ts';
+import { CLEANUP_FLAGS, checkRequest } from '../request-errors.ts';
 
 /** `mirrorfleet sweep`: enqueues a sweep of one mirror registry, or of every one, and optionally waits. */
 export async function runSweepCommand(args: string[]): Promise<number> {
@@ -38,10 +39,10 @@ export async function runSweepCommand(args: string[]): Promise<number> {
 export async function submitCleanup(request: CleanupRequestInput, values: Record<string, unknown>): Promise<number> {
   const json = Boolean(values.json);
   // Parsed before anything is enqueued, so that an invalid --timeout leaves no job behind.
-  const timeoutSeconds = positiveInteger('timeout', values.timeout as string | undefined, 3600);
+  const timeoutSeconds = parseTimeoutSeconds(values.timeout as string | undefined);
   const config = loadConfig();
   // Validated before connecting, so that invalid input is reported as such even when Redis is down.
-  parseCleanupRequest(request);
+  checkRequest(cleanupRequestSchema, request, CLEANUP_FLAGS);
   checkMirrorRegistry(config, request.registry);
   const producer = await connectProducer(config);
   try {
@@ -66,15 +67,18 @@ export function describeCleanup(result: CleanupResult, request?: CleanupRequestI
   if (request?.kind === 'release' && result.released.length === 0) return `${describeEmptyRelease(request)}\n`;
   const lines: string[] = [];
   const verb = result.dryRun ? 'would delete' : 'deleted';
+  // A dry run changes nothing, so its releases are worded as what would happen.
+  const releaseVerb = result.dryRun ? 'would release' : 'released';
+  const released = result.dryRun ? `would release ${countOf(result.released.length, 'use')}` : `${countOf(result.released.length, 'use')} released`;
   lines.push(
     `${result.kind}${result.dryRun ? ' (dry run)' : ''}: ${result.deleted.length} ${verb}, ${result.kept.length} kept` +
-      (result.released.length > 0 ? `, ${countOf(result.released.length, 'use')} released` : '') +
+      (result.released.length > 0 ? `, ${released}` : '') +
       (result.recorded.length > 0 ? `, ${countOf(result.recorded.length, 'use')} recorded` : '') +
       ` in ${result.durationMs} ms`,
   );
   for (const entry of result.deleted) lines.push(`  ${verb.padEnd(12)} ${entry.registry}/${entry.repository}@${entry.digest} by ${entry.method}${entry.result === 'absent' ? ' (already gone)' : ''}: ${entry.reason}`);
   for (const entry of result.forgotten) lines.push(`  ${'forgot'.padEnd(12)} ${entry.image}: ${entry.reason}`);
-  for (const entry of result.released) lines.push(`  ${'released'.padEnd(12)} ${entry.image} by ${entry.user}, ${countOf(entry.usesLeft, 'use')} left`);
+  for (const entry of result.released) lines.push(`  ${releaseVerb.padEnd(12)} ${entry.image} by ${entry.user}, ${countOf(entry.usesLeft, 'use')} left`);
   for (const entry of result.kept) lines.push(`  ${'kept'.padEnd(12)} ${entry.image}: ${entry.reason}: ${entry.detail}`);
   for (const reference of result.missing) lines.push(`  ${'missing'.padEnd(12)} ${reference}: the mirror registry does not have it`);
   for (const reference of result.ignored) lines.push(`  ${'ignored'.padEnd(12)} ${reference}: outside the selected mirror registries`);
