@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execaSync } from 'execa';
 import type { BuilderChoice } from '../config/schema.ts';
 import { ConfigError } from '../errors.ts';
 import { BuildahBuilder } from './buildah.ts';
@@ -28,7 +28,7 @@ export function selectBuilder(
 /** Returns true when `docker buildx version` succeeds, so the docker CLI at `docker` has the buildx plugin. */
 export function dockerHasBuildx(docker: string): boolean {
   try {
-    execFileSync(docker, ['buildx', 'version'], { stdio: 'ignore', timeout: 10_000 });
+    execaSync(docker, ['buildx', 'version'], { stdio: 'ignore', timeout: 10_000 });
     return true;
   } catch {
     return false;
