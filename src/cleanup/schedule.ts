@@ -50,7 +50,11 @@ const schedulers = new WeakMap<Redis, QueueSweepScheduler>();
 export function sweepSchedulerFor(connection: Redis, prefix: string): SweepScheduler {
   let scheduler = schedulers.get(connection);
   if (!scheduler) {
-    scheduler = new QueueSweepScheduler(new Queue(CLEANUP_QUEUE, { connection, prefix }));
+    const queue = new Queue(CLEANUP_QUEUE, { connection, prefix });
+    // Without a listener BullMQ prints every connection error of the queue as a stack trace. The owner of
+    // `connection` reports those, and a failed scheduleSweep call rejects with its own error.
+    queue.on('error', () => undefined);
+    scheduler = new QueueSweepScheduler(queue);
     schedulers.set(connection, scheduler);
   }
   return scheduler;

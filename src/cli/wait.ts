@@ -10,7 +10,7 @@ import { EXIT } from './common.ts';
 export type WaitOutcome<T> =
   | { status: 'completed'; jobId: string; result: T }
   | { status: 'failed'; jobId: string; error: MirrorfleetError }
-  | { status: 'running'; jobId: string; state: string };
+  | { status: 'running'; jobId: string; state: string; queue: string };
 
 /**
  * Waits up to `timeoutMs` for job `jobId` of `queue` with `wait` (one of the producer's wait methods).
@@ -33,7 +33,7 @@ export async function waitForOutcome<T>(queue: Queue, jobId: string, timeoutMs: 
   const state = await job.getState();
   if (state === 'completed') return { status: 'completed', jobId, result: job.returnvalue as T };
   if (state === 'failed') return { status: 'failed', jobId, error: decodeJobFailure(job.failedReason ?? 'INTERNAL: the job failed without a reason') };
-  return { status: 'running', jobId, state };
+  return { status: 'running', jobId, state, queue: queue.name };
 }
 
 /** Returns the JSON form of an outcome that is not a result: `{ jobId, state, error }` or `{ jobId, state, timedOut: true }`. */
@@ -60,12 +60,13 @@ export function printOutcome<T>(outcome: WaitOutcome<T>, options: { json: boolea
   } else if (outcome.status === 'failed') {
     process.stderr.write(`${options.label} ${outcome.jobId} failed: ${outcome.error.code}: ${redact(outcome.error.message)}\n`);
   } else {
-    process.stderr.write(`${options.label} ${outcome.jobId} ${describeStillRunning(outcome.state, options.timeoutSeconds, outcome.jobId)}\n`);
+    process.stderr.write(`${options.label} ${outcome.jobId} ${describeStillRunning(outcome.state, options.timeoutSeconds, outcome.jobId, outcome.queue)}\n`);
   }
   return exitCodeOf(outcome);
 }
 
 /** Formats the rest of "job ID …" for a job that did not finish in time: its state, and how to follow it. */
-export function describeStillRunning(state: string, timeoutSeconds: number, jobId: string): string {
-  return `did not finish within ${timeoutSeconds} s and is still ${state}; the job keeps going, follow it with: mirrorfleet job ${jobId}`;
+export function describeStillRunning(state: string, timeoutSeconds: number, jobId: string, queue: string): string {
+  // Job ids are counted per queue, so the id alone may also name a job of another queue.
+  return `did not finish within ${timeoutSeconds} s and is still ${state}; the job keeps going, follow it with: mirrorfleet job ${jobId} --queue ${queue}`;
 }

@@ -50,6 +50,26 @@ async function enqueue(args: string[], environment: NodeJS.ProcessEnv): Promise<
   return (JSON.parse(run.stdout) as { jobId: string }).jobId;
 }
 
+describe('job ids shared by queues', () => {
+  test('same id in two queues needs --queue', async () => {
+    const prefix = `test-shared-${randomBytes(4).toString('hex')}`;
+    const shared = fleetEnv({ redisUrl: redis.url, mirrorRegistries: [`local=${mirror.host}/mirror`], insecureRegistries: [source.host, mirror.host], keyPrefix: prefix });
+    const mirrorJob = await enqueue([hello(), '--registry', 'local', '--cluster', 'ids', '--service', 'web'], shared);
+    const sweep = await runCommand(['sweep', '--registry', 'local', '--dry-run', '--json'], shared);
+    expect(sweep.code, sweep.stderr).toBe(0);
+    const sweepJob = (JSON.parse(sweep.stdout) as { jobId: string }).jobId;
+    expect(sweepJob, 'job ids are counted per queue').toBe(mirrorJob);
+
+    const ambiguous = await runCommand(['job', mirrorJob], shared);
+    const chosen = await runCommand(['job', mirrorJob, '--queue', 'cleanup'], shared);
+
+    expect(ambiguous.code).toBe(2);
+    expect(ambiguous.stderr).toContain(`job ${mirrorJob} exists in queues mirror, cleanup; pass --queue with one of them`);
+    expect(chosen.code, chosen.stderr).toBe(0);
+    expect(chosen.stdout).toMatch(/^  queue +cleanup$/m);
+  });
+});
+
 describe('job command text view', () => {
   test('waiting job shows no progress', async () => {
     const jobId = await enqueue([hello(), '--registry', 'local', '--cluster', 'view', '--service', 'waiting'], idleEnv);

@@ -75,7 +75,7 @@ describe('mirror --wait timeout', () => {
     const run = await runCommand(['mirror', hello(), '--registry', 'only', '--cluster', 'timeout', '--service', 'text', '--wait', '--timeout', '1'], idleEnv);
 
     expect(run.code, run.stderr).toBe(3);
-    const jobId = /^job (\S+) did not finish within 1 s and is still waiting; the job keeps going, follow it with: mirrorfleet job \1$/m.exec(run.stderr)?.[1];
+    const jobId = /^job (\S+) did not finish within 1 s and is still waiting; the job keeps going, follow it with: mirrorfleet job \1 --queue mirror$/m.exec(run.stderr)?.[1];
     expect(jobId, run.stderr).toBeDefined();
     expect(run.stderr).not.toContain('failed');
     expect((await idleJob(jobId!)).state).toBe('waiting');

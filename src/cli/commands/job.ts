@@ -30,6 +30,9 @@ export async function showJob(args: string[]): Promise<number> {
   const connection = createRedisConnection(config.redis, { maxRetriesPerRequest: null });
   const queues = (requested ? [requested] : QUEUES).map((name) => new Queue(name, { connection, prefix: config.redis.keyPrefix }));
   try {
+    // Job ids are counted per queue, so without --queue one id can name jobs in several queues.
+    const found = (await Promise.all(queues.map(async (queue) => ((await Job.fromId(queue, jobId)) ? queue.name : undefined)))).filter((name) => name !== undefined);
+    if (found.length > 1) throw new UsageError(`job ${cutText(jobId)} exists in queues ${found.join(', ')}; pass --queue with one of them`);
     for (const queue of queues) {
       const job = await Job.fromId(queue, jobId);
       if (!job) continue;

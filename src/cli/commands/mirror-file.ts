@@ -139,5 +139,5 @@ function requestOf(line: string, template: FileOptions['template']): MirrorReque
 function describeLineOutcome(outcome: WaitOutcome<MirrorResult>, timeoutSeconds: number): string {
   if (outcome.status === 'completed') return `${outcome.result.action} ${cutText(outcome.result.source)} as ${outcome.result.pinned} (job ${outcome.jobId})`;
   if (outcome.status === 'failed') return `job ${outcome.jobId} failed: ${outcome.error.code}: ${redact(outcome.error.message)}`;
-  return `job ${outcome.jobId} ${describeStillRunning(outcome.state, timeoutSeconds, outcome.jobId)}`;
+  return `job ${outcome.jobId} ${describeStillRunning(outcome.state, timeoutSeconds, outcome.jobId, outcome.queue)}`;
 }
