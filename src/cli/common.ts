@@ -5,6 +5,7 @@ import { createRedisConnection } from '../redis/connection.ts';
 import { requireMirrorRegistry, type Config } from '../config/config.ts';
 import { hideUrlCredentials } from '../config/formats.ts';
 import { referenceForMessage } from '../image-ref/message-value.ts';
+import { MirrorfleetError } from '../errors.ts';
 import { MirrorfleetProducer } from '../../queues/producer.ts';
 import type { MirrorResult } from '../../queues/mirror.ts';
 
@@ -49,6 +50,23 @@ export async function ensureRedisReachable(config: Config): Promise<void> {
     throw new UnreachableError(`cannot reach Redis at ${hideUrlCredentials(config.redis.url)}: ${reason}; check MIRRORFLEET_REDIS_URL`);
   } finally {
     probe.disconnect();
+  }
+}
+
+/**
+ * Checks once that Redis accepts the credentials of MIRRORFLEET_REDIS_URL, for commands that otherwise
+ * wait for Redis (workers, the API): a wrong password never gets better by retrying.
+ * An unreachable Redis passes, because those commands wait for it to come up.
+ * @throws MirrorfleetError INVALID_CONFIG when Redis rejects the credentials.
+ */
+export async function rejectWrongRedisCredentials(config: Config): Promise<void> {
+  try {
+    await ensureRedisReachable(config);
+  } catch (error) {
+    if (error instanceof UnreachableError && /WRONGPASS|NOAUTH|invalid password|invalid username-password/i.test(error.message)) {
+      throw new MirrorfleetError('INVALID_CONFIG', `Redis rejected the credentials: ${error.message}`);
+    }
+    if (!(error instanceof UnreachableError)) throw error;
   }
 }
 

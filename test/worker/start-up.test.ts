@@ -10,6 +10,7 @@ import { startApi } from '../../src/api/server.ts';
 import { startWorkers } from '../../workers/run.ts';
 import { freePort, waitFor } from '../harness/processes.ts';
 import { startRedis, type TestRedis } from '../harness/redis.ts';
+import { startPersistentRedis } from '../reliability/persistent-redis.ts';
 import { fleetEnv, runCli, startWorker } from '../harness/workers.ts';
 
 /**
@@ -153,6 +154,30 @@ describe('mirror registries', () => {
       expect(worker.output()).not.toContain(warning);
     } finally {
       expect(await worker.stop()).toBe(0);
+    }
+  });
+});
+
+describe('Redis credentials', () => {
+  test('wrong password ends the start with one line', async () => {
+    const guarded = await startPersistentRedis({ password: 'right-password-4f1c' });
+    try {
+      const wrongUrl = guarded.url.replace('right-password-4f1c', 'wrong-password-9d2e');
+      const env = fleetEnv({ redisUrl: wrongUrl, keyPrefix, mirrorRegistries: ['local=127.0.0.1:5999'], insecureRegistries: [] });
+
+      const worker = await runCli(['worker', '--queues', 'mirror', '--metrics-port', '0'], env);
+      const api = await runCli(['api', '--port', '0', '--host', '127.0.0.1'], { ...env, MIRRORFLEET_API_TOKENS: 'start-up-token-0123456789abcdef:enqueue' });
+
+      for (const result of [worker, api]) {
+        expect(result.code).toBe(2);
+        const lines = result.stderr.trim().split('\n');
+        expect(lines, result.stderr).toHaveLength(1);
+        expect(lines[0]).toContain('Redis rejected the credentials');
+        expect(lines[0]).toContain('WRONGPASS');
+        expect(result.stderr + result.stdout, 'the password is not shown').not.toContain('wrong-password-9d2e');
+      }
+    } finally {
+      await guarded.stop();
     }
   });
 });

@@ -6,7 +6,7 @@ import { loadConfig } from '../../config/config.ts';
 import { MirrorfleetError } from '../../errors.ts';
 import { redact } from '../../log/redact.ts';
 import { createLogger } from '../../log/logger.ts';
-import { parse, positiveInteger } from '../common.ts';
+import { parse, positiveInteger, rejectWrongRedisCredentials } from '../common.ts';
 
 /**
  * `mirrorfleet api`: runs the producer HTTP API until SIGTERM or SIGINT. With `--print-openapi`, prints the
@@ -20,6 +20,7 @@ export async function runApi(args: string[]): Promise<number> {
   }
 
   const config = loadConfig();
+  await rejectWrongRedisCredentials(config);
   const logger = createLogger(config.logLevel);
   const port = positiveInteger('port', values.port as string | undefined, config.api.port);
   let api;

@@ -1,7 +1,7 @@
 import { loadConfig } from '../../config/config.ts';
 import { LIMITS } from '../../config/schema.ts';
 import { startWorkers, WORKER_QUEUES } from '../../../workers/run.ts';
-import { UsageError, parse, positiveInteger } from '../common.ts';
+import { UsageError, parse, positiveInteger, rejectWrongRedisCredentials } from '../common.ts';
 
 /** `mirrorfleet worker`: runs workers until SIGTERM or SIGINT, then shuts down gracefully. */
 export async function runWorker(args: string[]): Promise<number> {
@@ -16,6 +16,7 @@ export async function runWorker(args: string[]): Promise<number> {
   const metricsPort = positiveInteger('metrics-port', values['metrics-port'] as string | undefined, config.worker.metricsPort, LIMITS.metricsPort.min, LIMITS.metricsPort.max);
   const lockDurationMs = process.env.MIRRORFLEET_JOB_LOCK_MS ? positiveInteger('MIRRORFLEET_JOB_LOCK_MS', process.env.MIRRORFLEET_JOB_LOCK_MS, 30_000, 1000) : undefined;
 
+  await rejectWrongRedisCredentials(config);
   const running = await startWorkers({
     config,
     queues,
