@@ -25,6 +25,7 @@ export type ErrorCode =
   // A producer's wait for a job (`timeoutMs` of mirrorAndWait, wait and the like) ended. The job did not
   // fail and keeps going. TIMEOUT, in contrast, is a job attempt that ran past its own time limit.
   | 'WAIT_TIMEOUT'
+  // A lock or a lease expired while its holder worked, so the work stopped; retried.
   | 'LOCK_LOST'
   | 'BUILD_FAILED'
   | 'GIT_FAILED'

@@ -375,8 +375,9 @@ function errorResponseFor(error: FastifyError, request: FastifyRequest, connecti
     }
     case 'FST_ERR_CTP_INVALID_JSON_BODY':
     case 'FST_ERR_CTP_EMPTY_JSON_BODY': {
-      // The parser's own message can quote the body, so it is not passed on.
-      const message = 'request body is not valid JSON; send one JSON object';
+      // The parser's own message can quote the body, so it is not passed on. fastify reports a
+      // `__proto__` or `constructor` key, valid JSON that it rejects on purpose, with the same code.
+      const message = 'request body is not valid JSON, or contains a __proto__ or constructor key; send one JSON object';
       return { status: 400, body: errorBody('INVALID_INPUT', message, [{ field: 'body', message }]) };
     }
     case 'FST_ERR_CTP_INVALID_MEDIA_TYPE': {

@@ -41,7 +41,7 @@ export class LeaseTimeoutError extends MirrorfleetError {
 /** The lease expired before the job recorded its use: a sweep may have deleted since, so the job is redone. */
 export class LeaseLostError extends MirrorfleetError {
   constructor(registry: string, repository: string) {
-    super('TIMEOUT', `the lease on ${registry}/${repository} expired before the use was recorded (Redis was unreachable for too long); the job will be retried`, {
+    super('LOCK_LOST', `the lease on ${registry}/${repository} expired before the use was recorded (Redis was unreachable for too long); the job will be retried`, {
       retryable: true,
     });
   }

@@ -247,6 +247,18 @@ describe('producer API with a worker', () => {
     expect(oversized.body.error.message).toMatch(/request body is larger than 65536 bytes/);
   });
 
+  test('prototype key gets 400 naming it', async () => {
+    const response = await fetch(`${api.url}/v1/queues/mirror/jobs`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...asEnqueuer },
+      body: `{"__proto__": {"polluted": true}, "v": 1, "source": "${source.host}/library/busybox:1.38", "registry": "local", "cluster": "prod", "service": "web"}`,
+    });
+    const body = (await response.json()) as { error: { message: string } };
+
+    expect(response.status).toBe(400);
+    expect(body.error.message).toContain('or contains a __proto__ or constructor key');
+  });
+
   /** Returns the number of jobs in the mirror and the cleanup queue, counting every state. */
   async function producerQueueCounts(): Promise<number[]> {
     const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
@@ -267,6 +279,7 @@ describe('producer API with a worker', () => {
     expect(mirrorAnswer.status).toBe(400);
     expect(mirrorAnswer.body.error.code).toBe('INVALID_INPUT');
     expect(mirrorAnswer.body.error.message).toContain('registry "undeclared" is not a declared mirror registry; declared: local');
+    expect(mirrorAnswer.body.error.problems.map((problem: { field: string }) => problem.field)).toEqual(['registry']);
     expect(sweepAnswer.status).toBe(400);
     expect(sweepAnswer.body.error.message).toContain('registry "elsewhere.example" is not a declared mirror registry');
     expect(await producerQueueCounts(), 'no job was added').toEqual(countsBefore);

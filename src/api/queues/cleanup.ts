@@ -83,6 +83,7 @@ export const cleanupRoute = defineQueueRoute({
     service: 'Service whose uses are released.',
     allServices: 'Release every service of the cluster.',
     maxDeletePercent: "Replaces the registry's configured share of images one sweep may delete.",
-    images: 'Every image the cluster runs, as {reference, service?}.',
+    images: 'Every image the cluster runs, as {reference, service?}. Every use of the cluster that the list does not name is released.',
+    allowEmpty: 'Accept an empty images list, which releases every use of the cluster. Without it, an empty list is rejected.',
   },
 });

@@ -1,6 +1,7 @@
 import type { JobsOptions } from 'bullmq';
 import type { z } from 'zod';
 import { requireMirrorRegistry, type ApiScope, type Config } from '../../config/config.ts';
+import { RequestValidationError } from '../validation.ts';
 
 /** Types of the route table entries that tell the HTTP API how to serve one queue; see ../queue-routes.ts. */
 
@@ -61,5 +62,11 @@ export function defineQueueRoute<Schema extends z.ZodType>(route: QueueRouteDefi
  * @throws InvalidInputError naming the registry and the declared ones.
  */
 export function checkDeclaredRegistry(config: Config, registry: string | undefined): void {
-  if (registry !== undefined && config.mirrorRegistries.length > 0) requireMirrorRegistry(config, registry);
+  if (registry === undefined || config.mirrorRegistries.length === 0) return;
+  try {
+    requireMirrorRegistry(config, registry);
+  } catch (error) {
+    // The same shape as a schema problem, so clients read one list of problems for every 400.
+    throw new RequestValidationError('body', [{ field: 'registry', message: (error as Error).message }]);
+  }
 }
