@@ -15,7 +15,7 @@ import { parseReference } from '../src/image-ref/reference.ts';
 export const CLEANUP_QUEUE = 'cleanup';
 
 const ID = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
-const idSchema = (field: string) =>
+export const idSchema = (field: string) =>
   z
     .string({ error: `${field} must be a string` })
     .max(63, { error: `${field} must be at most 63 characters` })
@@ -82,18 +82,35 @@ const reconcileImageSchema = z
     }
   });
 
-/** Version 1 of the reconcile payload. */
-export const reconcileRequestSchema = z.strictObject({
-  v: z.literal(1, { error: 'v must be 1, the only payload version' }),
-  kind: z.literal('reconcile'),
-  cluster: idSchema('cluster'),
-  /** Mirror registry by name or location; every declared one when absent. */
-  registry: registrySchema,
-  images: z.array(reconcileImageSchema, { error: 'images must be an array of {reference, service?}' }).max(MAX_RECONCILE_IMAGES, {
-    error: `images must list at most ${MAX_RECONCILE_IMAGES} entries`,
-  }),
-  dryRun: dryRunSchema,
-});
+/**
+ * Version 1 of the reconcile payload. An empty `images` list releases every use of the cluster, so it is
+ * accepted only with `allowEmpty: true`. An empty list more often comes from a failed `kubectl` than from
+ * a cluster that runs nothing.
+ */
+export const reconcileRequestSchema = z
+  .strictObject({
+    v: z.literal(1, { error: 'v must be 1, the only payload version' }),
+    kind: z.literal('reconcile'),
+    cluster: idSchema('cluster'),
+    /** Mirror registry by name or location; every declared one when absent. */
+    registry: registrySchema,
+    images: z.array(reconcileImageSchema, { error: 'images must be an array of {reference, service?}' }).max(MAX_RECONCILE_IMAGES, {
+      error: `images must list at most ${MAX_RECONCILE_IMAGES} entries`,
+    }),
+    /** Accepts an empty `images` list, which releases every use of the cluster. */
+    allowEmpty: z.boolean({ error: 'allowEmpty must be true or false' }).default(false),
+    dryRun: dryRunSchema,
+  })
+  .superRefine((request, context) => {
+    // Also reached after another field failed, so the shape is checked again.
+    if (Array.isArray(request.images) && request.images.length === 0 && request.allowEmpty !== true) {
+      context.addIssue({
+        code: 'custom',
+        path: ['images'],
+        message: `images is empty, which would release every use of cluster ${request.cluster}; send allowEmpty: true if the cluster really runs no image`,
+      });
+    }
+  });
 
 export const cleanupRequestSchema = z.discriminatedUnion('kind', [releaseRequestSchema, sweepRequestSchema, reconcileRequestSchema], {
   error: 'kind must be "release", "sweep" or "reconcile"',

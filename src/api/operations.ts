@@ -48,6 +48,11 @@ export interface OperationSpec {
   responses: Record<string, ResponseSpec>;
 }
 
+/** Returns the largest request body of `route` in bytes. */
+export function bodyLimitOf(route: QueueRoute | undefined): number {
+  return route?.bodyLimitBytes ?? BODY_LIMIT_BYTES;
+}
+
 /** Largest request body in bytes; a job request is a few hundred bytes. */
 export const BODY_LIMIT_BYTES = 64 * 1024;
 
@@ -92,7 +97,7 @@ function queueOperations(route: QueueRoute): OperationSpec[] {
           schemaName: 'EnqueuedJob',
           headers: { Location: 'Path of the job: `/v1/queues/<queue>/jobs/<jobId>`.' },
         },
-        400: errorResponse(`Invalid body: an invalid or unknown field (each is named), a body that is not JSON, or a body over ${BODY_LIMIT_BYTES} bytes.`),
+        400: errorResponse(`Invalid body: an invalid or unknown field (each is named), a body that is not JSON, or a body over ${bodyLimitOf(route)} bytes.`),
         401: UNAUTHORIZED,
         403: forbidden(route.scope),
         415: errorResponse('The body is not `application/json`.'),

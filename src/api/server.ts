@@ -15,7 +15,7 @@ import { ApiTokens } from './auth.ts';
 import { registerDashboard } from './dashboard.ts';
 import { JobQueues } from './jobs.ts';
 import { buildOpenApiDocument, type OpenApiDocument } from './openapi.ts';
-import { BODY_LIMIT_BYTES, describeOperations, type OperationSpec } from './operations.ts';
+import { BODY_LIMIT_BYTES, bodyLimitOf, describeOperations, type OperationSpec } from './operations.ts';
 import { QUEUE_ROUTES, type QueueRoute } from './queue-routes.ts';
 import { DEFAULT_WAIT_SECONDS, type ErrorBody } from './schemas.ts';
 import { RequestValidationError, requestSchema, zodValidatorCompiler, type Problem } from './validation.ts';
@@ -294,6 +294,7 @@ async function createApp(context: AppContext): Promise<FastifyInstance> {
       method: operation.method,
       url: operation.path.replace(/\{(\w+)\}/g, ':$1'),
       schema,
+      ...(operation.body ? { bodyLimit: bodyLimitOf(operation.route) } : {}),
       ...(operation.scope ? { onRequest: guard(operation.scope, operation.allowBasic ?? false) } : {}),
       handler: handlerFor(operation, context),
     });
@@ -370,7 +371,8 @@ function errorResponseFor(error: FastifyError, request: FastifyRequest, connecti
 
   switch (error.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE': {
-      const message = `request body is larger than ${BODY_LIMIT_BYTES} bytes; send one job request of a few hundred bytes`;
+      const limit = request.routeOptions.bodyLimit ?? BODY_LIMIT_BYTES;
+      const message = `request body is larger than ${limit} bytes; send one job request`;
       return { status: 400, body: errorBody('INVALID_INPUT', message, [{ field: 'body', message }]) };
     }
     case 'FST_ERR_CTP_INVALID_JSON_BODY':

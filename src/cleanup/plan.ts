@@ -309,7 +309,8 @@ function topologicalOrder(graph: RepositoryGraph, doomed: Set<string>): string[]
   return order;
 }
 
-function describeUser(user: string): string {
+/** Describes a `<cluster>/<service>` user for people: `cluster prod (no service named)` for `prod/`. */
+export function describeUser(user: string): string {
   return user.endsWith('/') ? `cluster ${user.slice(0, -1)} (no service named)` : user;
 }
 

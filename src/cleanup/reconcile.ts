@@ -3,7 +3,8 @@ import { parseReference, type ImageReference } from '../image-ref/reference.ts';
 import type { TargetProvider } from '../providers/provider.ts';
 import { withLeases, type Lease } from '../refcounts/lease.ts';
 import { recordImageUse } from '../refcounts/record.ts';
-import { formatUser, type ImageName, type User } from '../refcounts/types.ts';
+import type { ReferenceStore } from '../refcounts/store.ts';
+import { formatImageKey, formatUser, type DroppedUse, type ImageName, type User } from '../refcounts/types.ts';
 import { describeImage, emptyResult, providerOf, storeOf, type CleanupContext } from './context.ts';
 import { reportDrops } from './release.ts';
 import { selectRegistries, storeTargets } from './scope.ts';
@@ -77,6 +78,7 @@ export async function runReconcile(request: ReconcileRequest, context: CleanupCo
         result.recorded.push({ ...describeImage(host, image), user: formatUser(user) });
       }
       const drops = await store.dropStaleUses(host, request.cluster, startedAt, keep, { dryRun: request.dryRun, prefix });
+      if (request.dryRun) await countUnrecordedKeeps(store, host, keep, drops);
       await reportDrops(context, store, host, drops, result);
     };
 
@@ -90,6 +92,28 @@ export async function runReconcile(request: ReconcileRequest, context: CleanupCo
 
   result.durationMs = Date.now() - started;
   return result;
+}
+
+/**
+ * Adds to each dry-run drop the uses of its image that the real run would record before dropping. A dry
+ * run records nothing, so the store does not count a listed use that is new, such as an image that moves
+ * from the whole cluster to one service.
+ */
+async function countUnrecordedKeeps(store: ReferenceStore, host: string, keep: Array<{ user: User; image: ImageName }>, drops: DroppedUse[]): Promise<void> {
+  const keptUsers = new Map<string, Set<string>>();
+  for (const { user, image } of keep) {
+    const key = formatImageKey(image);
+    keptUsers.set(key, (keptUsers.get(key) ?? new Set()).add(formatUser(user)));
+  }
+  const added = new Map<string, number>();
+  for (const drop of drops) {
+    const key = formatImageKey(drop.image);
+    if (!added.has(key)) {
+      const recorded = new Set(await store.usersOf(host, drop.image));
+      added.set(key, [...(keptUsers.get(key) ?? [])].filter((user) => !recorded.has(user)).length);
+    }
+    drop.usesLeft += added.get(key)!;
+  }
 }
 
 /** Returns the selected mirror registry whose location contains `reference`, the longest prefix first. */

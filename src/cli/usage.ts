@@ -62,11 +62,16 @@ export const COMMAND_USAGE = {
       would be deleted and why the rest is kept. --max-delete-percent: maximum share of the recorded
       images to delete in this run, 0 to 100 (default: the registry's maxDeletePercent, 50).
 `,
-  reconcile: `  mirrorfleet reconcile --cluster ID --from-file FILE|- [--service-label LABEL]
+  reconcile: `  mirrorfleet reconcile --cluster ID --from-file FILE|- [--service-label LABEL] [--allow-empty]
                         [--registry ${REGISTRY}] [--dry-run] [--wait] [--json] [--timeout SECONDS]
-      Enqueue a reconcile: replace the cluster's uses with the images it runs. FILE (- for standard
-      input) is the output of kubectl get pods -o json, or one "IMAGE [SERVICE]" per line.
-      --service-label: the pod label that names the service (without it, uses belong to the cluster).
+      Enqueue a reconcile: replace the cluster's uses with the images it runs, so that a later sweep
+      deletes the images it no longer runs. FILE (- for standard input) is the output of
+      kubectl get pods -o json (a pod list or a single pod), or one "IMAGE [SERVICE]" per line.
+      Empty input and JSON that is not a pod list are rejected.
+      --service-label: the pod label that names the service. A value with uppercase letters is
+        lowercased. A pod without the label, or every pod when the option is absent, counts as a use
+        of the whole cluster.
+      --allow-empty: accept a pod list without pods, which releases every use of the cluster.
 `,
 } as const;
 

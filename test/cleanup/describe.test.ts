@@ -55,4 +55,11 @@ describe('describeCleanup', () => {
     expect(text).toContain('  missing      mirror.test/prod/shared/app:gone: the mirror registry does not have it');
     expect(text).toContain('  ignored      docker.io/library/nginx:1.27: outside the selected mirror registries');
   });
+
+  test('names a use by the whole cluster in words', () => {
+    const text = describeCleanup(result({ kind: 'reconcile', released: [{ ...image, image: `mirror.test/prod/shared/app@${DIGEST}`, user: 'prod/', usesLeft: 1 }] }));
+
+    expect(text).toContain(`  released     mirror.test/prod/shared/app@${DIGEST} by cluster prod (no service named), 1 use left`);
+    expect(text).not.toContain('by prod/,');
+  });
 });

@@ -7,6 +7,7 @@ import { Writable } from 'node:stream';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../../src/config/config.ts';
+import { ReferenceStore } from '../../src/refcounts/store.ts';
 import { SWEEP_SCHEDULER_ID } from '../../src/cleanup/schedule.ts';
 import { createLogger } from '../../src/log/logger.ts';
 import { startWorkers } from '../../workers/run.ts';
@@ -121,6 +122,19 @@ describe('cleanup fleet', () => {
     expect(reconciled.released).toEqual([expect.objectContaining({ tag: 'amd64', user: 'rec/web', usesLeft: 0 })]);
     expect(sweep.kept.filter((entry) => entry.repository === repository).map((entry) => entry.reason).sort()).toEqual(['in-use', 'shared-digest']);
     expect(await manifestStatus(services.mirror, repository, BUSYBOX_AMD64)).toBe(200);
+  });
+
+  test('reconcile of an empty file keeps the uses', { timeout: 180_000 }, async () => {
+    await mirror('hello-world:latest', 'stage', 'web', 'cluster');
+    const emptyFile = join(directory, 'empty.txt');
+    await writeFile(emptyFile, '');
+    const store = new ReferenceStore(services.connection, { prefix: keyPrefix });
+
+    const run = await runCli(['reconcile', '--cluster', 'stage', '--from-file', emptyFile, '--wait', '--timeout', '60'], env);
+
+    expect(run.code, run.stderr).toBe(2);
+    expect(run.stderr).toContain('invalid image list: the input is empty');
+    expect(await store.servicesOf(services.mirror.host, 'stage')).toEqual(['web']);
   });
 
   test('CLI exits 2 naming what is wrong', { timeout: 240_000 }, async () => {

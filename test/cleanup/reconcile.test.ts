@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ReferenceStore } from '../../src/refcounts/store.ts';
+import { InvalidInputError } from '../../src/errors.ts';
+import type { CleanupResult } from '../../queues/cleanup.ts';
 import {
   BUSYBOX_AMD64,
   BUSYBOX_ARM64,
@@ -108,11 +110,53 @@ describe('reconcile', () => {
     await fleet.mirror('busybox:arm64', { cluster: 'dry', service: 'old' });
     const before = (await fleet.connection.keys(`${fleet.config.redis.keyPrefix}:refs:*`)).sort();
 
-    const result = await fleet.cleanup({ v: 1, kind: 'reconcile', cluster: 'dry', dryRun: true, images: [] });
+    const result = await fleet.cleanup({ v: 1, kind: 'reconcile', cluster: 'dry', dryRun: true, images: [], allowEmpty: true });
 
     expect(result.released).toEqual([expect.objectContaining({ user: 'dry/old', usesLeft: 0 })]);
     expect(await store.servicesOf(services.mirror.host, 'dry')).toEqual(['old']);
     expect((await fleet.connection.keys(`${fleet.config.redis.keyPrefix}:refs:*`)).sort()).toEqual(before);
     expect(fleet.scheduler.calls).toEqual([]);
+  });
+
+  test('empty list rejected without allowEmpty', async () => {
+    const { fleet, store } = await fleetWith();
+    await fleet.mirror('busybox:arm64', { cluster: 'empty', service: 'web' });
+
+    const rejected = fleet.cleanup({ v: 1, kind: 'reconcile', cluster: 'empty', images: [] });
+
+    await expect(rejected).rejects.toThrow(InvalidInputError);
+    await expect(fleet.cleanup({ v: 1, kind: 'reconcile', cluster: 'empty', images: [] })).rejects.toThrow(
+      'images ([]): images is empty, which would release every use of cluster empty; send allowEmpty: true if the cluster really runs no image',
+    );
+    expect(await store.servicesOf(services.mirror.host, 'empty')).toEqual(['web']);
+  });
+
+  test('empty list with allowEmpty releases every use', async () => {
+    const { fleet, store } = await fleetWith();
+    await fleet.mirror('busybox:arm64', { cluster: 'none', service: 'web' });
+
+    const result = await fleet.cleanup({ v: 1, kind: 'reconcile', cluster: 'none', images: [], allowEmpty: true });
+
+    expect(result.released).toEqual([expect.objectContaining({ user: 'none/web', usesLeft: 0 })]);
+    expect(await store.servicesOf(services.mirror.host, 'none')).toEqual([]);
+  });
+
+  test('dry run reports what the real run does', async () => {
+    const { fleet } = await fleetWith();
+    // Mirrored for the whole cluster; the pod list now names the image for service shop.
+    const running = await fleet.mirror('busybox:amd64', { cluster: 'moved' });
+    const request = { v: 1 as const, kind: 'reconcile' as const, cluster: 'moved', images: [{ reference: running.target, service: 'shop' }] };
+    const outcome = (result: CleanupResult) => ({
+      released: result.released.map((entry) => `${entry.image} by ${entry.user}, ${entry.usesLeft} left`),
+      kept: result.kept.map((entry) => `${entry.image}: ${entry.reason}: ${entry.detail}`),
+      recorded: result.recorded,
+    });
+
+    const dry = await fleet.cleanup({ ...request, dryRun: true });
+    const real = await fleet.cleanup(request);
+
+    expect(dry.released).toEqual([expect.objectContaining({ tag: 'amd64', user: 'moved/', usesLeft: 1 })]);
+    expect(dry.kept).toEqual([expect.objectContaining({ tag: 'amd64', reason: 'in-use' })]);
+    expect(outcome(dry)).toEqual(outcome(real));
   });
 });

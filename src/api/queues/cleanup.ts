@@ -69,6 +69,8 @@ export const cleanupRoute = defineQueueRoute({
   // Cleanup workers report no progress, so a job's progress stays 0.
   progressSchema: z.never(),
   jobOptions: CLEANUP_JOB_OPTIONS,
+  // A reconcile lists every image of a cluster, about a hundred bytes each, up to its maximum count.
+  bodyLimitBytes: 4 * 1024 * 1024,
   toJob: (request, { config }) => {
     checkDeclaredRegistry(config, request.registry);
     return { name: request.kind, data: request, deduplicationId: cleanupDedupeId(request) };

@@ -38,6 +38,8 @@ export interface QueueRouteDefinition<Schema extends z.ZodType> {
   progressSchema: z.ZodType;
   /** Default options of the queue's jobs. */
   jobOptions: JobsOptions;
+  /** Largest request body in bytes, when the queue's requests can be larger than BODY_LIMIT_BYTES. */
+  bodyLimitBytes?: number;
   /** Turns a request that `requestSchema` accepted into the job to add. May throw InvalidInputError. */
   toJob(request: z.output<Schema>, context: QueueRouteContext): QueuedJob;
   /** A valid request, shown in the OpenAPI document. */

@@ -1,6 +1,6 @@
 import { parseImagesFile } from '../../cleanup/images-file.ts';
 import type { CleanupRequestInput } from '../../../queues/cleanup.ts';
-import { UsageError, parse, readInputFile } from '../common.ts';
+import { UsageError, countOf, parse, readInputFile } from '../common.ts';
 import { submitCleanup } from './sweep.ts';
 
 /**
@@ -14,6 +14,7 @@ export async function runReconcileCommand(args: string[]): Promise<number> {
       cluster: { type: 'string' },
       'from-file': { type: 'string' },
       'service-label': { type: 'string' },
+      'allow-empty': { type: 'boolean' },
       registry: { type: 'string' },
       'dry-run': { type: 'boolean' },
       wait: { type: 'boolean' },
@@ -28,13 +29,20 @@ export async function runReconcileCommand(args: string[]): Promise<number> {
 
   const content = await readInputFile(path);
   const serviceLabel = values['service-label'] as string | undefined;
-  const images = parseImagesFile(content, serviceLabel === undefined ? {} : { serviceLabel });
+  const allowEmpty = Boolean(values['allow-empty']);
+  const { images, pods, podsWithoutLabel } = parseImagesFile(content, { allowEmpty, ...(serviceLabel === undefined ? {} : { serviceLabel }) });
+  if (serviceLabel !== undefined && pods !== undefined && podsWithoutLabel! > 0) {
+    process.stderr.write(
+      `reconcile: ${podsWithoutLabel} of ${countOf(pods, 'pod')} had no label ${serviceLabel}; their images are recorded as used by cluster ${values.cluster as string} (no service named)\n`,
+    );
+  }
 
   const request: CleanupRequestInput = {
     v: 1,
     kind: 'reconcile',
     cluster: values.cluster as string,
     images,
+    allowEmpty,
     dryRun: Boolean(values['dry-run']),
     ...(values.registry ? { registry: values.registry as string } : {}),
   };

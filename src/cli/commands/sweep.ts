@@ -1,3 +1,4 @@
+import { describeUser } from '../../cleanup/plan.ts';
 import { loadConfig } from '../../config/config.ts';
 import { cleanupRequestSchema, type CleanupRequestInput, type CleanupResult, type ReleaseRequestInput } from '../../../queues/cleanup.ts';
 import { UsageError, checkMirrorRegistry, countOf, parse, parseTimeoutSeconds, connectProducer } from '../common.ts';
@@ -78,7 +79,7 @@ export function describeCleanup(result: CleanupResult, request?: CleanupRequestI
   );
   for (const entry of result.deleted) lines.push(`  ${verb.padEnd(12)} ${entry.registry}/${entry.repository}@${entry.digest} by ${entry.method}${entry.result === 'absent' ? ' (already gone)' : ''}: ${entry.reason}`);
   for (const entry of result.forgotten) lines.push(`  ${'forgot'.padEnd(12)} ${entry.image}: ${entry.reason}`);
-  for (const entry of result.released) lines.push(`  ${releaseVerb.padEnd(12)} ${entry.image} by ${entry.user}, ${countOf(entry.usesLeft, 'use')} left`);
+  for (const entry of result.released) lines.push(`  ${releaseVerb.padEnd(12)} ${entry.image} by ${describeUser(entry.user)}, ${countOf(entry.usesLeft, 'use')} left`);
   for (const entry of result.kept) lines.push(`  ${'kept'.padEnd(12)} ${entry.image}: ${entry.reason}: ${entry.detail}`);
   for (const reference of result.missing) lines.push(`  ${'missing'.padEnd(12)} ${reference}: the mirror registry does not have it`);
   for (const reference of result.ignored) lines.push(`  ${'ignored'.padEnd(12)} ${reference}: outside the selected mirror registries`);
