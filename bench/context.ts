@@ -77,6 +77,7 @@ export class BenchContext {
       mirrorHost: mirror.host,
       concurrency: this.settings.concurrency,
       liftRateLimits: this.settings.liftRateLimits,
+      ...(this.settings.workerNodeOptions !== undefined ? { nodeOptions: this.settings.workerNodeOptions } : {}),
       ...options,
     });
     this.running.set(fleet, () => fleet.close());

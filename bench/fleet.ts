@@ -25,6 +25,8 @@ export interface FleetOptions {
   keyPrefix?: string;
   /** Folder where each worker writes a `node --cpu-prof` profile when it exits; no profiling when absent. */
   cpuProfileDir?: string;
+  /** Node.js options of the worker processes (`NODE_OPTIONS`), such as a deployment sets; inherited when absent. */
+  nodeOptions?: string;
   /**
    * Gives the source and mirror registries the largest request budget the configuration accepts, as an
    * operator lists a registry on the local network. When false, the workers keep their built-in budget
@@ -33,6 +35,12 @@ export interface FleetOptions {
   liftRateLimits: boolean;
   /** More environment variables of the workers, such as `MIRRORFLEET_CONFIG` to try another configuration. */
   environment?: Record<string, string>;
+}
+
+function workerNodeOptions(options: FleetOptions): { NODE_OPTIONS?: string } {
+  const parts = [options.nodeOptions, options.cpuProfileDir ? `--cpu-prof --cpu-prof-dir=${options.cpuProfileDir}` : undefined];
+  const joined = parts.filter((part) => part !== undefined && part !== '').join(' ');
+  return joined === '' ? {} : { NODE_OPTIONS: joined };
 }
 
 // The upper bounds of a host's request budget in the configuration schema.
@@ -57,7 +65,7 @@ export class Fleet {
       mirrorRegistries: [`bench=${options.mirrorHost}`],
       insecureRegistries: [options.sourceHost, options.mirrorHost],
       extra: {
-        ...(options.cpuProfileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${options.cpuProfileDir}` } : {}),
+        ...workerNodeOptions(options),
         ...(options.liftRateLimits
           ? { MIRRORFLEET_RATE_LIMITS: JSON.stringify({ [options.sourceHost]: LIFTED_BUDGET, [options.mirrorHost]: LIFTED_BUDGET }) }
           : {}),

@@ -44,7 +44,7 @@ async function main(): Promise<number> {
   const started = new Date();
   const stamp = started.toISOString().replace(/[:.]/g, '-');
   const machine = describeMachine();
-  say(`${settings.quick ? 'quick smoke run' : 'full run'}: ${settings.runs} run(s) of ${settings.scenarios.join(', ')}${settings.profile ? ', then CPU profiles' : ''}`);
+  say(`${settings.quick ? 'quick smoke run' : 'full run'}: ${settings.runs} run(s) of ${settings.scenarios.join(', ')}${settings.profile ? ', then CPU profiles' : ''}${settings.workerNodeOptions !== undefined ? `; workers with NODE_OPTIONS="${settings.workerNodeOptions}"` : ''}`);
 
   const table = new ResultTable();
   const [redis, source] = await Promise.all([startRedis(), startRegistry()]);

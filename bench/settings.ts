@@ -15,6 +15,7 @@ import { InvalidInputError } from '../src/errors.ts';
  *                         BENCH_SMALL_IMAGES      images in the many-small-images scenario (default 200)
  *                         BENCH_CONCURRENCY       jobs at once per worker process (default 50)
  *                         BENCH_SKOPEO_PARALLEL   skopeo processes at once in the parallel variant (default 8)
+ *                         BENCH_NODE_OPTIONS      NODE_OPTIONS of the worker processes (default: the runner's own)
  *                         BENCH_RATE_LIMITS       `lifted` (default): the workers get the largest request budget
  *                                                 for the benchmark's registries; `builtin`: they keep their
  *                                                 built-in budget for a self-hosted registry
@@ -36,6 +37,8 @@ export interface Settings {
   concurrency: number;
   skopeoParallel: number;
   liftRateLimits: boolean;
+  /** `NODE_OPTIONS` of the worker processes; undefined leaves them the runner's environment. */
+  workerNodeOptions: string | undefined;
   /** Layer sizes of the cold-copy image, in bytes. */
   coldLayers: number[];
   /** Size of the single layer of the large image in the memory scenario, in bytes. */
@@ -74,6 +77,7 @@ export function readSettings(argv: string[], env: NodeJS.ProcessEnv): Settings {
     concurrency: count('BENCH_CONCURRENCY', 50, 50),
     skopeoParallel: count('BENCH_SKOPEO_PARALLEL', 8, 8),
     liftRateLimits: parseRateLimits(env.BENCH_RATE_LIMITS),
+    workerNodeOptions: env.BENCH_NODE_OPTIONS,
     coldLayers: quick ? [20, 20, 20, 20].map((mib) => mib * MIB) : [50, 50, 50, 50].map((mib) => mib * MIB),
     hugeLayer: quick ? 256 * MIB : 1024 * MIB,
     smallLayers: [128 * 1024, 8 * 1024],

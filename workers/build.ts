@@ -65,6 +65,7 @@ export function createBuildWorker(options: WorkerDependencies, extra: BuildWorke
     try {
       const result = await buildImage(payload, context, {
         jobId: job.id!,
+        requestedAt: job.timestamp,
         onLine: appendLog,
         onStage: (stage) => {
           const progress: BuildProgress = { stage };

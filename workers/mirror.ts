@@ -51,6 +51,7 @@ export function createMirrorWorker(options: WorkerDependencies): Worker {
       const running = withRateLimitListener(onRateLimitWait, () =>
         mirrorImage(request, context, {
           jobId: job.id!,
+          requestedAt: job.timestamp,
           signal: timeLimit.signal,
           onProgress: (progress) => {
             const now = Date.now();

@@ -76,8 +76,24 @@ async function fanOutMirrorfleet(context: BenchContext, image: BenchImage, servi
     await context.source.clearLog();
     const reference = context.reference(image);
     const started = performance.now();
-    const results = await Promise.all(services.map((service) => fleet.mirrorAndWait(fleet.request(reference, service, { mode }))));
+    const finishedAt: number[] = [];
+    const results = await Promise.all(
+      services.map(async (service) => {
+        const result = await fleet.mirrorAndWait(fleet.request(reference, service, { mode }));
+        finishedAt.push((performance.now() - started) / 1000);
+        return result;
+      }),
+    );
     const seconds = (performance.now() - started) / 1000;
+    const actions = new Map<string, number>();
+    for (const result of results) actions.set(result.action, (actions.get(result.action) ?? 0) + 1);
+    const middle = finishedAt[Math.floor(finishedAt.length / 2)]!;
+    context.note(
+      FAN_OUT,
+      `${mode} mode, mirrorfleet: first job done at ${finishedAt[0]!.toFixed(2)} s, half at ${middle.toFixed(2)} s, last at ${seconds.toFixed(2)} s; ` +
+        `longest job ${(Math.max(...results.map((result) => result.durationMs)) / 1000).toFixed(2)} s inside the worker; ` +
+        [...actions].map(([action, count]) => `${count} ${action}`).join(', '),
+    );
     for (const result of results) {
       if (result.digest !== image.digest) throw new Error(`fan-out job ${result.jobId} mirrored ${result.digest}, expected ${image.digest}`);
     }

@@ -76,6 +76,8 @@ export interface BuildContext {
 
 export interface BuildHooks {
   jobId: string;
+  /** Time the request was made (ms); the newest request decides the service's current image (see MirrorHooks). */
+  requestedAt?: number;
   /** Receives each line of builder output, secret values replaced by `<redacted>`, cut at 1000 characters. */
   onLine?: (line: string) => void;
   onStage?: (stage: BuildProgress['stage']) => void;
@@ -134,7 +136,7 @@ export async function buildImage(payload: BuildPayload, context: BuildContext, h
     const store = new ReferenceStore(redis, keys);
     const user: User = { cluster: payload.cluster, service: payload.service };
     const recordUse = (lease: Lease, digest: string, mediaType: string | undefined) =>
-      recordBuildUse(context, registry, store, targetClient, lease, { image: { repository: names.repository, tag, digest }, user, mediaType });
+      recordBuildUse(context, registry, store, targetClient, lease, { image: { repository: names.repository, tag, digest }, user, mediaType, requestedAt: hooks.requestedAt });
 
     // Waiters on the tag lock wait as long as one build may take.
     const lockOptions = context.locks ?? { ttlMs: 10_000, waitMs: timeoutMs + 60_000 };
@@ -244,7 +246,7 @@ async function recordBuildUse(
   store: ReferenceStore,
   client: RegistryClient,
   lease: Lease,
-  use: { image: ImageName; user: User; mediaType: string | undefined },
+  use: { image: ImageName; user: User; mediaType: string | undefined; requestedAt?: number | undefined },
 ): Promise<void> {
   const released = await recordImageUse(store, client, lease, { ...use, supersede: 'previous' });
   if (!released.some((entry) => entry.usesLeft === 0)) return;

@@ -74,6 +74,45 @@ export async function withLock<T>(
   onWait?: () => void,
 ): Promise<T> {
   const token = randomBytes(16).toString('hex');
+  const validUntil = (await acquire(redis, key, token, options, onWait))!;
+  return hold(redis, key, token, validUntil, work, options);
+}
+
+/** Outcome of `withLockUnless`: `ran` is false when the caller's check ended the wait before the lock was taken. */
+export type GatedResult<T> = { ran: true; value: T } | { ran: false };
+
+/**
+ * Runs `work` under the lock like `withLock`, unless `stopWaiting` returns true first. `stopWaiting` is
+ * called after each failed try, before the pause, so a waiter can notice that the holder's work made its
+ * own unnecessary. It never runs while this caller holds the lock, and `work` does not run when it ends
+ * the wait.
+ */
+export async function withLockUnless<T>(
+  redis: Redis,
+  key: string,
+  work: (signal: AbortSignal) => Promise<T>,
+  stopWaiting: () => Promise<boolean>,
+  options: LockOptions = DEFAULT_LOCK_OPTIONS,
+  onWait?: () => void,
+): Promise<GatedResult<T>> {
+  const token = randomBytes(16).toString('hex');
+  const validUntil = await acquire(redis, key, token, options, onWait, stopWaiting);
+  if (validUntil === undefined) return { ran: false };
+  return { ran: true, value: await hold(redis, key, token, validUntil, work, options) };
+}
+
+/**
+ * Takes the lock for `token`, waiting while another owner holds it. Returns the time until which the
+ * lock is valid, or undefined when `stopWaiting` ended the wait.
+ */
+async function acquire(
+  redis: Redis,
+  key: string,
+  token: string,
+  options: LockOptions,
+  onWait?: () => void,
+  stopWaiting?: () => Promise<boolean>,
+): Promise<number | undefined> {
   const deadline = Date.now() + options.waitMs;
   const margin = Math.floor(options.ttlMs / 4);
   let delay = 25;
@@ -95,11 +134,24 @@ export async function withLock<T>(
     if (!waited) onWait?.();
     waited = true;
     if (Date.now() > deadline) throw new LockTimeoutError(key, options.waitMs);
+    if (stopWaiting && (await stopWaiting())) return undefined;
     // Jitter spreads waiters that started together, so each poll round lets more than one of them in.
     await sleep(delay / 2 + Math.random() * (delay / 2));
     delay = Math.min(delay * 2, 500);
   }
+  return validUntil;
+}
 
+/** Runs `work` while renewing the lock that `acquire` took, and releases it afterwards. */
+async function hold<T>(
+  redis: Redis,
+  key: string,
+  token: string,
+  validUntil: number,
+  work: (signal: AbortSignal) => Promise<T>,
+  options: LockOptions,
+): Promise<T> {
+  const margin = Math.floor(options.ttlMs / 4);
   // Redis starts a lock's lifetime when it runs the command, never before the command was sent. So the
   // lock is valid at least until `sentAt + ttlMs` of the last SET or renewal that succeeded, and the
   // holder aborts a quarter of the lifetime before that, while no other worker can take the lock yet.

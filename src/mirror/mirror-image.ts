@@ -9,7 +9,7 @@ import { parsePlatform } from '../registry/media-types.ts';
 import type { RegistryClient } from '../registry/client.ts';
 import { BlobLocations } from '../dedupe/blob-locations.ts';
 import { blobLockKey, manifestLockKey } from '../dedupe/keys.ts';
-import { DEFAULT_LOCK_OPTIONS, withLock, type LockOptions } from '../dedupe/lock.ts';
+import { DEFAULT_LOCK_OPTIONS, withLock, withLockUnless, type LockOptions } from '../dedupe/lock.ts';
 import { DEFAULTS } from '../config/schema.ts';
 import type { MirrorRegistryConfig } from '../config/config.ts';
 import { sweepSchedulerFor, type SweepScheduler } from '../cleanup/schedule.ts';
@@ -64,6 +64,13 @@ function tagListCacheFor(clients: RegistryClients): TagListCache {
 
 export interface MirrorHooks {
   jobId: string;
+  /**
+   * Time the request was made (ms), such as the job's creation time. In service mode the newest request
+   * decides which image is the service's current one, whichever job finishes last.
+   * NOTE: times from different producers are compared, so their clocks must agree to within the gap
+   * between two requests for one service.
+   */
+  requestedAt?: number;
   onProgress?: (progress: CopyProgress) => void;
   /**
    * Aborted when the job runs out of time. No blob transfer starts after that, and a blob that finishes
@@ -98,7 +105,7 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
       const digest = source.digest ?? head!.digest;
       // A source with a digest runs that digest whatever its tag points at now, so the use is by digest.
       const image: ImageName = source.digest === undefined ? { repository: source.repository, tag: source.tag, digest } : { repository: source.repository, digest };
-      await recordMirrorUse(context, registry, store, sourceClient, lease, { image, user, mediaType: head?.mediaType, serviceMode: request.mode === 'service' });
+      await recordMirrorUse(context, registry, store, sourceClient, lease, { image, user, mediaType: head?.mediaType, serviceMode: request.mode === 'service', requestedAt: hooks.requestedAt });
       const repository = `${source.registry}/${source.repository}`;
       return {
         ...base,
@@ -126,14 +133,21 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
   const copyOptions: CopyImageOptions = {
     mountSources: (digest) => locations.repositories(provider.host, digest),
     onBlobStored: (digest, repository) => locations.record(provider.host, digest, repository),
-    blobGate: async (digest, work) => {
+    blobGate: async (digest, work, stopWaiting) => {
       hooks.signal?.throwIfAborted();
-      return withLock(redis, blobLockKey(keys, provider.host, digest), async (lockLost) => {
-        hooks.signal?.throwIfAborted();
-        const stored = await work(hooks.signal ? AbortSignal.any([hooks.signal, lockLost]) : lockLost);
-        hooks.signal?.throwIfAborted();
-        return stored;
-      }, locks);
+      const gated = await withLockUnless(
+        redis,
+        blobLockKey(keys, provider.host, digest),
+        async (lockLost) => {
+          hooks.signal?.throwIfAborted();
+          await work(hooks.signal ? AbortSignal.any([hooks.signal, lockLost]) : lockLost);
+          hooks.signal?.throwIfAborted();
+        },
+        async () => (await stopWaiting?.()) ?? false,
+        locks,
+      );
+      hooks.signal?.throwIfAborted();
+      return gated.ran;
     },
     monolithicMaxBytes: config.copy.monolithicMaxBytes,
     chunkBytes: config.copy.chunkBytes,
@@ -219,17 +233,25 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
     // queues on the lock. Under the lock it runs again only when another worker had the lock first,
     // because that worker may have just copied the image.
     let waited = false;
-    const mirrored =
-      (await warm()) ??
-      (await withLock<MirrorResult>(
-        redis,
-        manifestLockKey(keys, provider.host, target.repository, target.tag),
-        async () => (waited ? await warm() : undefined) ?? (await copy()),
-        locks,
-        () => {
-          waited = true;
-        },
-      ));
+    const tagLock = manifestLockKey(keys, provider.host, target.repository, target.tag);
+    const warmOrCopy = async () => (waited ? await warm() : undefined) ?? (await copy());
+    const onWait = () => {
+      waited = true;
+    };
+    // Jobs for one target that start together wait for the first one's copy. Once its holder is gone,
+    // each waiter runs the warm check without the lock, as it did before waiting, so they do not pass
+    // the lock from one to the next only to find the image in place.
+    let firstHolder: string | null | undefined;
+    const holderGone = async () => {
+      const holder = await redis.get(tagLock);
+      if (firstHolder === undefined) firstHolder = holder;
+      return holder !== firstHolder;
+    };
+    let mirrored = await warm();
+    if (!mirrored) {
+      const gated = await withLockUnless<MirrorResult>(redis, tagLock, warmOrCopy, holderGone, locks, onWait);
+      mirrored = gated.ran ? gated.value : ((await warm()) ?? (await withLock<MirrorResult>(redis, tagLock, warmOrCopy, locks, onWait)));
+    }
 
     const image: ImageName = { repository: target.repository, tag: target.tag, digest: mirrored.digest };
     // Referrers and their fallback tag indexes belong to their subject: they go with it, never before it.
@@ -237,7 +259,7 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
       ...(mirrored.referrers ?? []).map((referrer) => [referrer.subject, referrer.digest] as const),
       ...(mirrored.referrerIndexes ?? []).map((index) => [index.subject, index.digest] as const),
     ];
-    await recordMirrorUse(context, registry, store, targetClient, lease, { image, user, mediaType, serviceMode: request.mode === 'service', extraEdges });
+    await recordMirrorUse(context, registry, store, targetClient, lease, { image, user, mediaType, serviceMode: request.mode === 'service', extraEdges, requestedAt: hooks.requestedAt });
     return mirrored;
   }, leases);
 }
@@ -269,7 +291,7 @@ async function recordMirrorUse(
   store: ReferenceStore,
   client: RegistryClient,
   lease: Lease,
-  use: { image: ImageName; user: User; mediaType: string | undefined; serviceMode: boolean; extraEdges?: IndexEdge[] },
+  use: { image: ImageName; user: User; mediaType: string | undefined; serviceMode: boolean; extraEdges?: IndexEdge[]; requestedAt?: number | undefined },
 ): Promise<void> {
   const supersede = use.serviceMode ? 'previous' : undefined;
   // The use is the last thing the job does under its lease, so the same script gives the lease back.
@@ -280,6 +302,7 @@ async function recordMirrorUse(
     supersede,
     extraEdges: use.extraEdges ?? [],
     releaseLease: true,
+    requestedAt: use.requestedAt,
   });
   if (!released.some((entry) => entry.usesLeft === 0)) return;
 

@@ -27,12 +27,22 @@ export async function recordImageUse(
     supersede?: ReleaseKind | undefined;
     extraEdges?: readonly IndexEdge[];
     releaseLease?: boolean;
+    /** Time the request was made (ms); see RecordUseInput.requestedAt. */
+    requestedAt?: number | undefined;
   },
 ): Promise<Array<{ image: ImageName; usesLeft: number }>> {
   const edges = [...(await indexEdges(store, client, lease.registry, use.image.repository, use.image.digest, use.mediaType)), ...(use.extraEdges ?? [])];
   if (lease.lost) throw new LeaseLostError(lease.registry, lease.repository);
   const releaseLease = use.releaseLease === true;
-  const outcome = await store.recordUse(lease.registry, { image: use.image, user: use.user, leaseToken: lease.token, edges, supersede: use.supersede, releaseLease });
+  const outcome = await store.recordUse(lease.registry, {
+    image: use.image,
+    user: use.user,
+    leaseToken: lease.token,
+    edges,
+    supersede: use.supersede,
+    releaseLease,
+    requestedAt: use.requestedAt,
+  });
   if (!outcome.recorded) throw new LeaseLostError(lease.registry, lease.repository);
   if (releaseLease) lease.released = true;
   return outcome.released;

@@ -155,26 +155,40 @@ return redis.call('ZREM', base .. ':leases:' .. ARGV[1], ARGV[2])
  * KEYS[1] key base
  * ARGV[1] image key, ARGV[2] user (`<cluster>/<service>` or `<cluster>/`), ARGV[3] lease token on the
  * image's repository, ARGV[4] kind for the released images ('previous' or 'released'), or '' to release
- * nothing, ARGV[5] '1' to give the lease back once the use is recorded, else '0', ARGV[6..] index
- * records: parent and child digests in pairs
+ * nothing, ARGV[5] '1' to give the lease back once the use is recorded, else '0', ARGV[6] time the
+ * request was made (ms), or '' when unknown, ARGV[7..] index records: parent and child digests in pairs.
+ * When releasing, requests are ordered by the time they were made, not by when their jobs finish: a use
+ * from a request older than the user's newest one for the repository is recorded as released at once,
+ * and releases nothing, so a slow job for an older version never replaces a newer one.
  * Returns {0} when the lease is no longer live (nothing is recorded, and the lease is not given back),
  * else {1, released image key, uses it has left, ...}.
  */
 export const RECORD_USE = `${PRELUDE}
-local image, user, token, kind, giveBack = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local image, user, token, kind, giveBack, requested = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local repository = repository_of(image)
 if not lease_live(repository, token) then return { 0 } end
 
 local time = now_ms()
 add_use(image, user, time)
 if giveBack == '1' then redis.call('ZREM', base .. ':leases:' .. repository, token) end
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   redis.call('SADD', base .. ':children:' .. repository .. '@' .. ARGV[i], ARGV[i + 1])
   redis.call('SADD', base .. ':parents:' .. repository .. '@' .. ARGV[i + 1], ARGV[i])
 end
 
 local result = { 1 }
 if kind ~= '' then
+  local newest_key = base .. ':requested:' .. user
+  local newest = redis.call('HMGET', newest_key, repository, repository .. '@image')
+  if requested and tonumber(newest[1]) and requested < tonumber(newest[1]) then
+    -- An older request for the image the newest one recorded leaves that use in place.
+    if image ~= newest[2] then
+      table.insert(result, image)
+      table.insert(result, drop_use(image, user, time, kind))
+    end
+    return result
+  end
+  if requested then redis.call('HSET', newest_key, repository, requested, repository .. '@image', image) end
   for _, other in ipairs(redis.call('SMEMBERS', base .. ':user:' .. user)) do
     if other ~= image and repository_of(other) == repository then
       table.insert(result, other)

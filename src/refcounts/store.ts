@@ -35,6 +35,11 @@ export interface RecordUseInput {
   supersede?: ReleaseKind | undefined;
   /** Gives the lease back in the same script once the use is recorded, which saves the caller a round trip. */
   releaseLease?: boolean;
+  /**
+   * Time the request for this use was made (ms), such as the job's creation time. With `supersede`, a
+   * use from a request older than the user's newest one for the repository is released at once instead.
+   */
+  requestedAt?: number | undefined;
 }
 
 export type RecordUseOutcome =
@@ -87,7 +92,15 @@ export class ReferenceStore {
     const reply = (await SCRIPTS.recordUse.run(
       this.redis,
       [this.base(registry)],
-      [formatImageKey(input.image), formatUser(input.user), input.leaseToken, input.supersede ?? '', input.releaseLease ? '1' : '0', ...edges],
+      [
+        formatImageKey(input.image),
+        formatUser(input.user),
+        input.leaseToken,
+        input.supersede ?? '',
+        input.releaseLease ? '1' : '0',
+        input.requestedAt === undefined ? '' : String(input.requestedAt),
+        ...edges,
+      ],
     )) as Array<string | number>;
     if (reply[0] !== 1) return { recorded: false };
     const released = [];

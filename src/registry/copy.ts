@@ -2,7 +2,7 @@ import { InvalidInputError, MissingChildError, RegistryError, UnsupportedManifes
 import { createLimiter } from '../util/limit.ts';
 import { transferBlob } from './blob-transfer.ts';
 import { readConfigPlatform } from './image-config.ts';
-import { sha256, type Manifest, type RegistryClient } from './client.ts';
+import { sha256, type Manifest, type RegistryClient, type UploadStart } from './client.ts';
 import { ReferrerSync, type FallbackTagLock, type ReferrerFailurePolicy, type ReferrerSelection, type ReferrersResult, type TagListCache } from './referrers.ts';
 import { isNetworkError } from './retry.ts';
 import {
@@ -46,9 +46,11 @@ export interface CopyImageOptions {
   /**
    * Wraps the transfer of one blob. The fleet passes a Redis lock here, so only one worker copies a given
    * blob into a registry at a time. `work` checks presence first, because a waiter runs it after the holder.
-   * Its signal, when given, aborts the transfer (a lock that was lost).
+   * Its signal, when given, aborts the transfer (a lock that was lost). While the gate waits, it calls
+   * `stopWaiting`, when given, between tries, and returns false without running `work` once that returns
+   * true. It returns true after running `work`.
    */
-  blobGate?: <T>(digest: string, work: (signal?: AbortSignal) => Promise<T>) => Promise<T>;
+  blobGate?: (digest: string, work: (signal?: AbortSignal) => Promise<void>, stopWaiting?: () => Promise<boolean>) => Promise<boolean>;
   /** Blobs up to this size are streamed in one request. Default 16 MiB here; the configuration's default is 128 MiB. */
   monolithicMaxBytes?: number;
   /** Chunk size of chunked uploads. Each running transfer keeps one chunk in memory. Default 16 MiB. */
@@ -152,6 +154,8 @@ class ImageCopier {
     bytes: { pulled: 0, pushed: 0 },
   };
   private readonly blobs = new Map<string, Promise<void>>();
+  /** Mounts the target registry refused, as `<source repository> <digest>`. */
+  private readonly refusedMounts = new Set<string>();
   /** Source manifests already read, by digest, so that a manifest read early is not read again. */
   private readonly sourceManifests = new Map<string, Manifest>();
   private sourceTagDigest: string | undefined;
@@ -469,12 +473,76 @@ class ImageCopier {
   }
 
   private async copyBlob(descriptor: Descriptor): Promise<void> {
-    const gate = this.options.blobGate ?? (<T>(_digest: string, work: (signal?: AbortSignal) => Promise<T>) => work());
+    const gate = this.options.blobGate ?? (async (_digest: string, work: (signal?: AbortSignal) => Promise<void>) => (await work(), true));
     // The record is written inside the gate, so a worker that waited for the gate finds it and mounts.
     // The gate's signal aborts when the gate is lost (a lock that expired), stopping the transfer.
-    await gate(descriptor.digest, async (signal) => {
+    const gated = async (signal?: AbortSignal) => {
       await this.copyBlobUngated(descriptor, signal);
       await this.options.onBlobStored?.(descriptor.digest, this.target.repository);
+    };
+
+    // A blob that the target registry already holds in another repository is mounted without the gate,
+    // because a mount pulls nothing from the source. The gate exists so that one worker of the fleet
+    // pulls each blob, and many jobs for the same image in different repositories would otherwise
+    // mount one after another, each waiting for the gate.
+    if ((await this.mountCandidates(descriptor.digest)).length > 0) {
+      if (await this.placeWithoutTransfer(descriptor)) return;
+      await gate(descriptor.digest, gated);
+      return;
+    }
+
+    // No location yet, so some worker has to pull it. A waiter stops waiting once the holder has recorded
+    // a location, and mounts from there; a mount that fails sends it back to the gate.
+    const ran = await gate(descriptor.digest, gated, async () => (await this.mountCandidates(descriptor.digest)).length > 0);
+    if (ran || (await this.placeWithoutTransfer(descriptor))) return;
+    await gate(descriptor.digest, gated);
+  }
+
+  private async mountCandidates(digest: string): Promise<string[]> {
+    const candidates = (await this.options.mountSources?.(digest)) ?? [];
+    return candidates.filter((candidate) => candidate !== this.target.repository && !this.refusedMounts.has(`${candidate} ${digest}`)).slice(0, 3);
+  }
+
+  /**
+   * Places a blob in the target repository without pulling it: present already, or mounted from a
+   * repository that the target registry holds it in. Returns false when neither worked.
+   */
+  private async placeWithoutTransfer(descriptor: Descriptor): Promise<boolean> {
+    const { client: target, repository } = this.target;
+    const { digest } = descriptor;
+    if ((await target.headBlob(repository, digest)) !== undefined) {
+      this.counts.blobs.present += 1;
+    } else if (!(await this.mountFromCandidates(digest))) {
+      return false;
+    }
+    await this.options.onBlobStored?.(digest, repository);
+    return true;
+  }
+
+  /** Tries a cross-repository mount from each known location; returns true when one was mounted (201). */
+  private async mountFromCandidates(digest: string): Promise<boolean> {
+    for (const from of await this.mountCandidates(digest)) {
+      const start = await this.startMount(digest, from);
+      if (start?.mounted) {
+        this.counts.blobs.mounted += 1;
+        return true;
+      }
+      // NOTE: a 202 opened an upload session that stays unused. distribution 2.x purges such sessions
+      // after 168 hours by default (`storage.maintenance.uploadpurging`).
+      if (start) return false;
+    }
+    return false;
+  }
+
+  private startMount(digest: string, from: string): Promise<UploadStart | undefined> {
+    return this.target.client.startUpload(this.target.repository, { digest, from }).catch((error: unknown) => {
+      // A refused mount (401/403 on the source repository) falls back to an ordinary upload, and is
+      // not tried again by this copy.
+      if (error instanceof RegistryError && error.code === 'REGISTRY_DENIED') {
+        this.refusedMounts.add(`${from} ${digest}`);
+        return undefined;
+      }
+      throw error;
     });
   }
 
@@ -490,13 +558,8 @@ class ImageCopier {
 
     // Known elsewhere in the target registry: a mount moves no bytes. Only 201 counts as mounted.
     let location: URL | undefined;
-    const candidates = (await this.options.mountSources?.(digest)) ?? [];
-    for (const from of candidates.filter((candidate) => candidate !== repository).slice(0, 3)) {
-      const start = await target.startUpload(repository, { digest, from }).catch((error: unknown) => {
-        // A refused mount (401/403 on the source repository) falls back to an ordinary upload.
-        if (error instanceof RegistryError && error.code === 'REGISTRY_DENIED') return undefined;
-        throw error;
-      });
+    for (const from of await this.mountCandidates(digest)) {
+      const start = await this.startMount(digest, from);
       if (start?.mounted) {
         this.counts.blobs.mounted += 1;
         return;

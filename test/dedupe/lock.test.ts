@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
-import { LockLostError, RELEASE_SCRIPT, RENEW_SCRIPT, withLock } from '../../src/dedupe/lock.ts';
+import { LockLostError, RELEASE_SCRIPT, RENEW_SCRIPT, withLock, withLockUnless } from '../../src/dedupe/lock.ts';
 import { startRedis, type TestRedis } from '../harness/redis.ts';
 
 let redis: TestRedis;
@@ -76,6 +76,77 @@ describe('withLock', () => {
 
     expect(outcome).toBeInstanceOf(LockLostError);
     expect(await client.get(name), "the other owner's lock is left alone").toBe('another-worker');
+  });
+});
+
+describe('withLockUnless', () => {
+  test('stops waiting when the check returns true', async () => {
+    const name = key();
+    await client.set(name, 'another-worker', 'PX', 60_000);
+    let checks = 0;
+    let ran = false;
+
+    const outcome = await withLockUnless(
+      client,
+      name,
+      async () => {
+        ran = true;
+      },
+      async () => {
+        checks += 1;
+        return checks === 3;
+      },
+      { ttlMs: 10_000, waitMs: 60_000 },
+    );
+
+    expect(outcome).toEqual({ ran: false });
+    expect(ran, 'the work did not run').toBe(false);
+    expect(checks).toBe(3);
+    expect(await client.get(name), "the holder's lock is left alone").toBe('another-worker');
+  });
+
+  test('runs the work when the lock is free', async () => {
+    const name = key();
+    let checks = 0;
+
+    const outcome = await withLockUnless(
+      client,
+      name,
+      async () => 'done',
+      async () => {
+        checks += 1;
+        return true;
+      },
+    );
+
+    expect(outcome).toEqual({ ran: true, value: 'done' });
+    expect(checks, 'the check runs only while the lock is busy').toBe(0);
+    expect(await client.get(name), 'the lock is released').toBeNull();
+  });
+
+  test('takes the lock after the holder when the check stays false', async () => {
+    const name = key();
+    const order: string[] = [];
+
+    await Promise.all([
+      withLock(client, name, async () => {
+        order.push('first start');
+        await sleep(100);
+        order.push('first end');
+      }),
+      sleep(10).then(() =>
+        withLockUnless(
+          client,
+          name,
+          async () => {
+            order.push('second');
+          },
+          async () => false,
+        ),
+      ),
+    ]);
+
+    expect(order).toEqual(['first start', 'first end', 'second']);
   });
 });
 

@@ -45,7 +45,7 @@ async function lease(repository = REPO, registry = REGISTRY): Promise<string> {
   return token;
 }
 
-async function use(image: ImageName, user: { cluster: string; service?: string }, options: { supersede?: 'previous'; edges?: Array<[string, string]> } = {}) {
+async function use(image: ImageName, user: { cluster: string; service?: string }, options: { supersede?: 'previous'; edges?: Array<[string, string]>; requestedAt?: number } = {}) {
   const token = await lease(image.repository);
   const outcome = await store.recordUse(REGISTRY, { image, user, leaseToken: token, ...options });
   await store.releaseLease(REGISTRY, image.repository, token);
@@ -206,6 +206,36 @@ describe('record use script', () => {
 
     expect(outcome).toEqual({ recorded: true, released: [{ image: nginx('latest', D1), usesLeft: 0 }] });
     expect(await redis.hget(storeKeys.tags(base(), REPO), 'latest')).toBe(D2);
+  });
+
+  test('older request finishing last releases only itself', async () => {
+    await use(nginx('1.27'), web, { supersede: 'previous', requestedAt: 2_000 });
+
+    const late = await use(nginx('1.26', D2), web, { supersede: 'previous', requestedAt: 1_000 });
+
+    expect(late).toEqual({ recorded: true, released: [{ image: nginx('1.26', D2), usesLeft: 0 }] });
+    expect(await store.imagesOf(REGISTRY, web)).toEqual([`${REPO}:1.27@${D1}`]);
+    expect(await redis.hget(storeKeys.unusedKind(base()), `${REPO}:1.26@${D2}`)).toBe('previous');
+    expect(await redis.zscore(storeKeys.unused(base()), `${REPO}:1.27@${D1}`), 'the newer image stays in use').toBeNull();
+  });
+
+  test('older request for the same image keeps its use', async () => {
+    await use(nginx('1.27'), web, { supersede: 'previous', requestedAt: 2_000 });
+
+    const late = await use(nginx('1.27'), web, { supersede: 'previous', requestedAt: 1_000 });
+
+    expect(late).toEqual({ recorded: true, released: [] });
+    expect(await store.imagesOf(REGISTRY, web)).toEqual([`${REPO}:1.27@${D1}`]);
+    expect(await redis.zscore(storeKeys.unused(base()), `${REPO}:1.27@${D1}`)).toBeNull();
+  });
+
+  test('newer request finishing last supersedes as before', async () => {
+    await use(nginx('1.26', D2), web, { supersede: 'previous', requestedAt: 1_000 });
+
+    const newer = await use(nginx('1.27'), web, { supersede: 'previous', requestedAt: 2_000 });
+
+    expect(newer).toEqual({ recorded: true, released: [{ image: nginx('1.26', D2), usesLeft: 0 }] });
+    expect(await store.imagesOf(REGISTRY, web)).toEqual([`${REPO}:1.27@${D1}`]);
   });
 });
 

@@ -254,7 +254,9 @@ describe('mount fallback', () => {
       // A 404 for the target tag is trusted without a GET: a wrong "absent" only pushes the same bytes again.
       { method: 'HEAD', path: '/v2/mirror/app/manifests/arm64', reply: { status: 404 } },
       ...digests.flatMap((digest) => [
-        { method: 'HEAD', path: `/v2/mirror/app/blobs/${digest}`, reply: { status: 404 } },
+        // Checked before the mount, and again under the blob's lock, where another copy may have finished it.
+        { method: 'HEAD', path: `/v2/mirror/app/blobs/${digest}`, reply: { status: 404 }, times: 2 },
+        // A refused mount is not tried again.
         { method: 'POST', path: `/v2/mirror/app/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=mirror%2Fbase`, reply: denied },
       ]),
       { method: 'POST', path: '/v2/mirror/app/blobs/uploads/', reply: () => ({ status: 202, headers: { location: `/v2/mirror/app/blobs/uploads/${(session += 1)}` } }), times: digests.length },

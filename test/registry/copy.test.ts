@@ -115,6 +115,50 @@ describe('copyImage', () => {
     expect((await inspectRaw(`${target.host}/mount/second:list`)).equals(sourceBytes)).toBe(true);
   });
 
+  test('mounts a known blob without the gate', async () => {
+    const first = await copy('library/busybox', 'amd64', 'gate/first');
+    const gated: string[] = [];
+
+    const second = await copy('library/busybox', 'amd64', 'gate/second', {
+      mountSources: () => ['gate/first'],
+      blobGate: async (digest) => {
+        gated.push(digest);
+        throw new Error(`the gate was entered for ${digest}`);
+      },
+    });
+
+    expect(gated, 'no blob waits for the gate').toEqual([]);
+    expect(second.blobs.mounted).toBe(first.blobs.copied);
+    expect(second.blobs.copied).toBe(0);
+  });
+
+  test('waiting gate ends once a location is recorded', async () => {
+    const first = await copy('library/busybox', 'arm64', 'gate/holder');
+    let known: string[] = [];
+    let waits = 0;
+    const stored: string[] = [];
+
+    const second = await copy('library/busybox', 'arm64', 'gate/waiter', {
+      mountSources: () => known,
+      onBlobStored: (digest, repository) => {
+        stored.push(`${repository}@${digest}`);
+      },
+      // Another worker holds every blob's lock and records the location after a few tries.
+      blobGate: async (_digest, _work, stopWaiting) => {
+        for (;;) {
+          waits += 1;
+          if (waits === 3) known = ['gate/holder'];
+          if (await stopWaiting!()) return false;
+        }
+      },
+    });
+
+    expect(second.blobs.copied).toBe(0);
+    expect(second.blobs.mounted).toBe(first.blobs.copied);
+    expect(stored, 'each mounted blob is recorded as stored').toHaveLength(first.blobs.copied);
+    expect((await inspectRaw(`${target.host}/gate/waiter:arm64`)).equals(await inspectRaw(`${source.host}/library/busybox:arm64`))).toBe(true);
+  });
+
   test('uploads normally when the named mount source lacks the blob', async () => {
     const result = await copy('library/busybox', 'amd64', 'mount/fallback', { mountSources: () => ['no/such-repository'] });
 
