@@ -82,6 +82,10 @@ export async function transferBlob(ends: BlobTransferEnds, digest: string, size:
   const blob = await openResumableBlob(source, sourceRepository, digest, source.retryPolicy.maxAttempts - 1);
   const verifier = new DigestVerifier(digest, size, options.onBytes);
   blob.on('error', (error) => verifier.destroy(error));
+  // An abort can destroy the verifier before the upload reads it, and an 'error' event without a
+  // listener would end the process. The upload sees the error when it reads, and the catch below
+  // reports the abort's own reason.
+  verifier.on('error', () => undefined);
   blob.pipe(verifier);
   const onAbort = () => blob.destroy(options.signal!.reason as Error);
   options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -95,6 +99,7 @@ export async function transferBlob(ends: BlobTransferEnds, digest: string, size:
       if (session.mounted) throw new Error('unreachable: an upload without mount cannot be mounted');
       location = session.location;
     }
+    options.signal?.throwIfAborted();
 
     if (size <= options.monolithicMaxBytes) {
       await target.uploadMonolithic(targetRepository, location, digest, verifier, size);

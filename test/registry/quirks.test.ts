@@ -243,6 +243,35 @@ describe('blob verification', () => {
   });
 });
 
+describe('blob transfer abort', () => {
+  test('abort before the upload reads rejects cleanly', async () => {
+    const server = await startScriptedServer();
+    const content = Buffer.alloc(50_000, 3);
+    const digest = sha256Of(content);
+    const controller = new AbortController();
+    const reason = new Error('lock lost in the test');
+    // The signal aborts while the download opens, before the upload has read a byte of it.
+    server.expect({
+      method: 'GET',
+      path: `/v2/app/blobs/${digest}`,
+      reply: () => {
+        controller.abort(reason);
+        return { status: 200, body: content };
+      },
+    });
+
+    const transfer = transferBlob(
+      { source: scriptedClient(server), sourceRepository: 'app', target: targetClient, targetRepository: 'aborted/early' },
+      digest,
+      content.length,
+      { monolithicMaxBytes: 1024 * 1024, chunkBytes: 1024 * 1024, signal: controller.signal },
+    );
+
+    await expect(transfer).rejects.toBe(reason);
+    expect(await targetClient.headBlob('aborted/early', digest), 'nothing was stored').toBeUndefined();
+  });
+});
+
 describe('manifest HEAD and Accept', () => {
   const image = singleImage('docker', { os: 'linux', architecture: 'amd64' }, 'head test');
 

@@ -129,7 +129,7 @@ test('jobs, workers and locks survive a Redis crash', async () => {
   expect(jobs.filter((job) => job.state !== 'completed').map((job) => `${job.id}: ${job.failedReason}`), 'every job completes').toEqual([]);
   expect(workers.map((worker) => worker.child.pid), 'no worker was restarted').toEqual(pids);
   for (const worker of workers) {
-    expect(worker.child.exitCode, 'the worker process is still running').toBeNull();
+    expect(worker.child.exitCode, `the worker process is still running; its last output:\n${worker.output().slice(-3000)}`).toBeNull();
     expect(worker.output(), 'the worker noticed the outage').toContain('redis connection lost; reconnecting');
     expect(worker.output(), 'the worker noticed the return').toContain('redis connection restored after');
   }
