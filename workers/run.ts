@@ -107,7 +107,7 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
             source: portSource,
             advice: `two workers on one host need different ports: pass --metrics-port 0 to turn the metrics server off, or --metrics-port with a free port (or set ${ENV.metricsPort})`,
           },
-          // The health server answers 503 when this takes longer than its readiness timeout; a PING
+          // The health server returns 503 when this takes longer than its readiness timeout; a PING
           // on a connection with maxRetriesPerRequest null waits for the reconnect.
           ready: async () => {
             if (connection === undefined) throw new Error('not connected yet');
@@ -186,7 +186,7 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
   });
   const active = trackActiveJobs(workers);
   let stopping: Promise<void> | undefined;
-  // While Redis is unreachable the outage log says so; "workers started" waits until Redis answers.
+  // While Redis is unreachable the outage log reports it, and "workers started" is logged once Redis responds.
   void outages.whenReady().then(() => {
     if (stopping) return;
     logger.info({ queues: options.queues, concurrency: options.concurrency, metricsPort: options.metricsPort }, 'workers started');

@@ -69,7 +69,7 @@ export async function main(argv: string[]): Promise<number> {
  * that is a mistake in a script, and 0 when help was asked for.
  */
 function printHelp(topic: string | undefined, noCommand: boolean): number {
-  // `help --help` asks for the help of help, which is the usage of every command.
+  // `help --help` requests the help of `help`, which is the usage of every command.
   if (topic === undefined || topic === '--help' || topic === '-h') {
     process.stdout.write(fullUsage());
     return noCommand ? EXIT.usage : EXIT.success;

@@ -16,7 +16,7 @@ export const OUTAGE_REMINDER_MS = 60_000;
 const NETWORK_ERROR_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ECONNABORTED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE']);
 
 /**
- * Returns true when `error` says that a Redis connection is down (a socket error, or a command that
+ * Returns true when `error` shows that a Redis connection is down (a socket error, or a command that
  * ioredis or BullMQ rejected because the connection closed), not that a command failed on a live server.
  */
 export function isConnectionError(error: unknown): boolean {

@@ -7,7 +7,7 @@ export interface HealthServerOptions {
   metrics: Metrics;
   /**
    * Returns true when the process can do work (Redis reachable). It may reject with an error whose
-   * message is the reason, such as the connection's state. An answer later than READY_TIMEOUT_MS counts as not ready.
+   * message is the reason, such as the connection's state. A result later than READY_TIMEOUT_MS counts as not ready.
    */
   ready: () => Promise<boolean>;
   port: number;
@@ -16,7 +16,7 @@ export interface HealthServerOptions {
   portSetting?: Pick<PortSetting, 'source' | 'advice'>;
 }
 
-/** Time `/readyz` waits for the readiness check before it answers 503. */
+/** Time `/readyz` waits for the readiness check before it returns 503. */
 export const READY_TIMEOUT_MS = 1_000;
 
 /**

@@ -83,7 +83,7 @@ export async function transferBlob(ends: BlobTransferEnds, digest: string, size:
   const verifier = new DigestVerifier(digest, size, options.onBytes);
   blob.on('error', (error) => verifier.destroy(error));
   // An abort can destroy the verifier before the upload reads it, and an 'error' event without a
-  // listener would end the process. The upload sees the error when it reads, and the catch below
+  // listener would end the process. The upload gets the error when it reads, and the catch below
   // reports the abort's own reason.
   verifier.on('error', () => undefined);
   blob.pipe(verifier);

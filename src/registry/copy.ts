@@ -481,7 +481,7 @@ class ImageCopier {
       await this.options.onBlobStored?.(descriptor.digest, this.target.repository);
     };
 
-    // A blob that the target registry already holds in another repository is mounted without the gate,
+    // A blob that the target registry already stores in another repository is mounted without the gate,
     // because a mount pulls nothing from the source. The gate exists so that one worker of the fleet
     // pulls each blob, and many jobs for the same image in different repositories would otherwise
     // mount one after another, each waiting for the gate.

@@ -69,7 +69,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
   closeSync(logFd);
   const url = `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   await waitFor(`docker-registry on port ${port}`, async () => {
-    // A TLS port answers a plain-HTTP request with 400, which needs no trust in the test certificate.
+    // A TLS port responds to a plain-HTTP request with 400, which needs no trust in the test certificate.
     if (options.tls) return (await fetch(`http://127.0.0.1:${port}/v2/`)).status === 400;
     const response = await fetch(`${url}/v2/`);
     return response.status === 200 || response.status === 401;
