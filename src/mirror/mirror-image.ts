@@ -1,7 +1,6 @@
 import type { Redis } from 'ioredis';
 import { requireMirrorRegistry, type Config } from '../config/config.ts';
-import { RegistryError } from '../errors.ts';
-import { formatReference, parseReference, type ImageReference } from '../image-ref/reference.ts';
+import { formatReference, parseReference } from '../image-ref/reference.ts';
 import { createProvider } from '../providers/index.ts';
 import { copyImage, copyReferrers, type CopyImageOptions, type CopyProgress } from '../registry/copy.ts';
 import { DEFAULT_TAG_LIST_MAX_AGE_MS, TagListCache, type ReferrerSelection, type ReferrersResult } from '../registry/referrers.ts';
@@ -17,10 +16,10 @@ import { DEFAULT_LEASE_OPTIONS, withLease, type Lease, type LeaseOptions } from 
 import { recordImageUse } from '../refcounts/record.ts';
 import { ReferenceStore, type IndexEdge } from '../refcounts/store.ts';
 import type { ImageName, User } from '../refcounts/types.ts';
-import type { ManifestHead } from '../registry/client.ts';
 import type { MirrorRequest, MirrorResult } from '../../queues/mirror.ts';
 import type { RegistryClients } from './clients.ts';
 import { readImagePlatforms } from './image-platform.ts';
+import { SourceHeads } from './source-heads.ts';
 
 /**
  * The mirror job itself, without the queue around it. Decides in this order:
@@ -47,11 +46,24 @@ export interface MirrorContext {
   sweeps?: SweepScheduler;
   /** Recent tag lists of source repositories for referrer copies; one per RegistryClients when absent. */
   referrerTagLists?: TagListCache;
+  /** Source tag resolutions shared by the jobs of a process; one per RegistryClients when absent. */
+  sourceHeads?: SourceHeads;
 }
 
 // One cache of source tag lists per RegistryClients (that is, per process), shared by every job, so that
 // the jobs for an image that is already mirrored do not each list the source repository's tags.
 const tagListCaches = new WeakMap<RegistryClients, TagListCache>();
+
+const sourceHeadCaches = new WeakMap<RegistryClients, SourceHeads>();
+
+function sourceHeadsFor(clients: RegistryClients): SourceHeads {
+  let heads = sourceHeadCaches.get(clients);
+  if (!heads) {
+    heads = new SourceHeads();
+    sourceHeadCaches.set(clients, heads);
+  }
+  return heads;
+}
 
 function tagListCacheFor(clients: RegistryClients): TagListCache {
   let cache = tagListCaches.get(clients);
@@ -98,10 +110,12 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
   const store = new ReferenceStore(redis, keys);
   const user: User = { cluster: request.cluster, service: request.service };
   const leases = context.leases ?? DEFAULT_LEASE_OPTIONS;
+  const sourceHeads = context.sourceHeads ?? sourceHeadsFor(clients);
+  const resolveSource = () => sourceHeads.resolve(sourceClient, source.repository, source.tag!, hooks.requestedAt);
 
   if (provider.contains(source)) {
     return withLease(store, provider.host, source.repository, async (lease) => {
-      const head = source.digest === undefined ? await resolveHead(sourceClient, source) : undefined;
+      const head = source.digest === undefined ? await resolveSource() : undefined;
       const digest = source.digest ?? head!.digest;
       // A source with a digest runs that digest whatever its tag points at now, so the use is by digest.
       const image: ImageName = source.digest === undefined ? { repository: source.repository, tag: source.tag, digest } : { repository: source.repository, digest };
@@ -167,7 +181,7 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
     const warm = async (): Promise<MirrorResult | undefined> => {
       if (!request.platforms?.length) {
         const [sourceDigest, current] = await Promise.all([
-          source.digest ?? resolveDigest(sourceClient, source),
+          source.digest ?? resolveSource().then((head) => head.digest),
           // A wrong 404 at the mirror registry only leads to a copy that pushes the same bytes again.
           targetClient.headManifest(target.repository, target.tag, { confirmMissing: false }),
         ]);
@@ -262,22 +276,6 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
     await recordMirrorUse(context, registry, store, targetClient, lease, { image, user, mediaType, serviceMode: request.mode === 'service', extraEdges, requestedAt: hooks.requestedAt });
     return mirrored;
   }, leases);
-}
-
-async function resolveDigest(client: RegistryClient, source: ImageReference): Promise<string> {
-  return (await resolveHead(client, source)).digest;
-}
-
-async function resolveHead(client: RegistryClient, source: ImageReference): Promise<ManifestHead> {
-  const head = await client.headManifest(source.repository, source.tag!);
-  if (!head) {
-    throw new RegistryError('REGISTRY_NOT_FOUND', `source image ${formatReference(source)} does not exist: ${source.registry} has no such tag`, {
-      registry: source.registry,
-      operation: `checking manifest ${source.repository}:${source.tag}`,
-      status: 404,
-    });
-  }
-  return head;
 }
 
 /**
