@@ -27,6 +27,8 @@ export interface FleetOptions {
   cpuProfileDir?: string;
   /** Node.js options of the worker processes (`NODE_OPTIONS`), such as a deployment sets; inherited when absent. */
   nodeOptions?: string;
+  /** Path of the `mirrorfleet` command the workers run; the checkout's bin/mirrorfleet.js when absent. */
+  cli?: string;
   /**
    * Gives the source and mirror registries the largest request budget the configuration accepts, as an
    * operator lists a registry on the local network. When false, the workers keep their built-in budget
@@ -102,7 +104,7 @@ export class Fleet {
   }
 
   async addWorker(): Promise<WorkerProcess> {
-    const worker = await startWorker(this.env, ['--concurrency', String(this.options.concurrency)]);
+    const worker = await startWorker(this.env, ['--concurrency', String(this.options.concurrency)], this.options.cli);
     this.workers.push(worker);
     return worker;
   }

@@ -43,6 +43,11 @@ export interface Settings {
   coldLayers: number[];
   /** Size of the single layer of the large image in the memory scenario, in bytes. */
   hugeLayer: number;
+  /**
+   * Size of the single layer of the memory scenario's middle image, in bytes: a quarter of `hugeLayer`,
+   * and over the default monolithic upload limit, so both go up in chunks the same way.
+   */
+  midLayer: number;
   /** Layer sizes of each image of the many-small-images scenario, in bytes. */
   smallLayers: number[];
 }
@@ -80,6 +85,7 @@ export function readSettings(argv: string[], env: NodeJS.ProcessEnv): Settings {
     workerNodeOptions: env.BENCH_NODE_OPTIONS,
     coldLayers: quick ? [20, 20, 20, 20].map((mib) => mib * MIB) : [50, 50, 50, 50].map((mib) => mib * MIB),
     hugeLayer: quick ? 256 * MIB : 1024 * MIB,
+    midLayer: quick ? 144 * MIB : 256 * MIB,
     smallLayers: [128 * 1024, 8 * 1024],
   };
 }

@@ -282,11 +282,14 @@ async function checkRuntimeImage(buildah: Buildah, image: string): Promise<strin
 
   // Every production dependency is installed, and no development dependency that only the tests use.
   const { production, developmentOnly } = await dependencyNames();
-  const expected = [...production.map((name) => `${name} present`), ...developmentOnly.map((name) => `${name} absent`), 'code read-only'];
+  // The image ships the compiled JavaScript only: bin/mirrorfleet.js runs dist/ when there is no src/.
+  const expected = [...production.map((name) => `${name} present`), ...developmentOnly.map((name) => `${name} absent`), 'code read-only', 'no sources', 'compiled code present'];
   const probe =
     `for module in ${[...production, ...developmentOnly].join(' ')}; do ` +
     'if [ -d "/app/node_modules/$module" ]; then echo "$module present"; else echo "$module absent"; fi; done; ' +
-    'if touch /app/src/probe 2>/dev/null; then echo "code writable"; else echo "code read-only"; fi';
+    'if touch /app/dist/probe 2>/dev/null; then echo "code writable"; else echo "code read-only"; fi; ' +
+    'if [ -e /app/src ]; then echo "sources present"; else echo "no sources"; fi; ' +
+    'if [ -f /app/dist/src/cli/main.js ]; then echo "compiled code present"; else echo "compiled code missing"; fi';
   const contents = await buildah.runIn(image, ['sh', '-c', probe]);
   expectEqual(`${image} contents`, contents.split('\n'), expected);
 

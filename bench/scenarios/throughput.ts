@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
+import { request } from 'undici';
 import type { MirrorRequestInput, MirrorResult } from '../../queues/mirror.ts';
 import { hostComponent } from '../../src/providers/generic.ts';
 import { stopProcess } from '../../test/harness/processes.ts';
@@ -32,6 +33,8 @@ export interface MirroredTargets {
   keyPrefix: string;
   image: BenchImage;
   requests: MirrorRequestInput[];
+  /** `host/repository` of the target of `requests[i]`. */
+  repositoryOf(i: number): string;
 }
 
 /**
@@ -62,7 +65,7 @@ export function mirroredTargets(context: BenchContext): Promise<MirroredTargets>
         }
       };
       await Promise.all(Array.from({ length: 16 }, mountNext));
-      return { mirror, keyPrefix: fleet.keyPrefix, image, requests };
+      return { mirror, keyPrefix: fleet.keyPrefix, image, requests, repositoryOf: (i: number) => `${mirror.host}/${repositoryOf(i)}` };
     } finally {
       await context.release(fleet);
     }
@@ -79,13 +82,19 @@ export async function alreadyMirroredThroughput(context: BenchContext): Promise<
     await fleet.mirrorBulkAndDrain(targets.requests.slice(0, WARM_UP_JOBS));
     await noop.run(Math.min(WARM_UP_JOBS, jobs));
 
+    await bareHeads(targets, targets.requests.slice(0, WARM_UP_JOBS).length, settings.concurrency);
     for (let run = 0; run < settings.runs; run += 1) {
       const noopRate = jobs / (await noop.run(jobs));
       table.add(THROUGHPUT, `no-op BullMQ jobs, 1 process`, 'jobs/s', noopRate);
 
+      const headRate = jobs / (await bareHeads(targets, jobs, settings.concurrency));
+      table.add(THROUGHPUT, `bare HEAD of each target tag, ${settings.concurrency} at once`, 'HEADs/s', headRate);
+      table.add(THROUGHPUT, 'bare HEADs / no-op', 'ratio', headRate / noopRate);
+
       const oneRate = jobs / (await timeBatch(fleet, targets.requests));
       table.add(THROUGHPUT, 'mirrorfleet, 1 worker process', 'jobs/s', oneRate);
       table.add(THROUGHPUT, 'mirrorfleet 1 process / no-op', 'ratio', oneRate / noopRate);
+      table.add(THROUGHPUT, 'mirrorfleet 1 process / bare HEADs', 'ratio', oneRate / headRate);
 
       const second = await fleet.addWorker();
       await fleet.mirrorBulkAndDrain(targets.requests.slice(0, WARM_UP_JOBS));
@@ -111,14 +120,21 @@ export async function alreadyMirroredThroughput(context: BenchContext): Promise<
     }
   }
   context.note(THROUGHPUT, `${jobs} jobs per batch, worker concurrency ${settings.concurrency}, worker log level info (one line per job)`);
+  context.note(
+    THROUGHPUT,
+    'bare HEADs: the HEAD of each job\'s target tag that a job for an image in place needs at least, sent from the benchmark process ' +
+      'with no client logic; its rate is the mirror registry\'s own limit on this machine',
+  );
 
   const oneProcess = table.summary(THROUGHPUT, 'mirrorfleet 1 process / no-op')!;
   const twoProcesses = table.summary(THROUGHPUT, 'mirrorfleet 2 processes / no-op')!;
   const noopRate = table.summary(THROUGHPUT, 'no-op BullMQ jobs, 1 process')!;
+  const headsRatio = table.summary(THROUGHPUT, 'bare HEADs / no-op')!;
   table.check(
     THROUGHPUT,
     'at least 0.15 of the no-op BullMQ rate',
-    `1 process ${oneProcess.median.toFixed(3)}, 2 processes ${twoProcesses.median.toFixed(3)} of ${Math.round(noopRate.median)} jobs/s`,
+    `1 process ${oneProcess.median.toFixed(3)}, 2 processes ${twoProcesses.median.toFixed(3)} of ${Math.round(noopRate.median)} jobs/s; ` +
+      `bare HEADs alone ${headsRatio.median.toFixed(3)}`,
     oneProcess.median >= 0.15,
   );
 }
@@ -134,6 +150,38 @@ async function timeBatch(fleet: Fleet, requests: MirrorRequestInput[]): Promise<
     throw new Error(`${notSkipped.length} of ${results.length} throughput jobs did not find their target in place (first: ${notSkipped[0]?.action})`);
   }
   return seconds;
+}
+
+const MANIFEST_ACCEPT = [
+  'application/vnd.oci.image.index.v1+json',
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+  'application/vnd.docker.distribution.manifest.v2+json',
+].join(', ');
+
+/**
+ * Sends a HEAD for the target tag of each of the first `count` targets, `concurrency` at once, and
+ * returns the seconds they took: the requests a warm job cannot avoid, with nothing around them.
+ */
+async function bareHeads(targets: MirroredTargets, count: number, concurrency: number): Promise<number> {
+  const repositoryPrefix = `${targets.mirror.host}/`;
+  const urls = targets.requests.slice(0, count).map((_request, i) => {
+    const repository = targets.repositoryOf(i).slice(repositoryPrefix.length);
+    return `${targets.mirror.url}/v2/${repository}/manifests/${targets.image.tag}`;
+  });
+  let next = 0;
+  const send = async () => {
+    while (next < urls.length) {
+      const url = urls[next]!;
+      next += 1;
+      const response = await request(url, { method: 'HEAD', headers: { accept: MANIFEST_ACCEPT } });
+      await response.body.dump();
+      if (response.statusCode !== 200) throw new Error(`bare HEAD of ${url} returned status ${response.statusCode}, expected 200`);
+    }
+  };
+  const started = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, send));
+  return (performance.now() - started) / 1000;
 }
 
 interface NoopWorker {

@@ -1,4 +1,3 @@
-import { execa } from 'execa';
 
 /**
  * Runs a builder command with its arguments as an array (execa, no shell), passes each line of its
@@ -23,6 +22,8 @@ export interface CommandOptions {
 export async function runCommand(file: string, args: string[], options: CommandOptions, onLine: (line: string) => void): Promise<CommandResult> {
   const keep = options.tailLines ?? 30;
   const tail: string[] = [];
+  // execa loads about a hundred modules, so a worker loads it only when it runs a command.
+  const { execa } = await import('execa');
   const subprocess = execa(file, args, {
     all: true,
     buffer: false,

@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { execa, type ExecaError } from 'execa';
+import type { ExecaError } from 'execa';
 import { AddressRejectedError, InvalidInputError, MirrorfleetError } from '../errors.ts';
 import type { NetworkPolicy } from '../net/policy.ts';
 import type { Resolver } from '../net/connector.ts';
@@ -110,8 +110,9 @@ export function createGit(options: GitOptions): GitOperations {
     // A prompt for an ssh host key or passphrase would block the job until its timeout.
     GIT_SSH_COMMAND: process.env.GIT_SSH_COMMAND ?? 'ssh -o BatchMode=yes',
   };
-  const git = (args: string[], extra: { input?: string; encoding?: 'buffer' } = {}) =>
-    execa('git', args, { env, timeout: options.timeoutMs, forceKillAfterDelay: 5_000, stdin: extra.input === undefined ? 'ignore' : 'pipe', ...extra });
+  // execa loads about a hundred modules, so a worker loads it only when it runs git.
+  const git = async (args: string[], extra: { input?: string; encoding?: 'buffer' } = {}) =>
+    (await import('execa')).execa('git', args, { env, timeout: options.timeoutMs, forceKillAfterDelay: 5_000, stdin: extra.input === undefined ? 'ignore' : 'pipe', ...extra });
 
   return {
     async fetch(url, commit, gitDir) {

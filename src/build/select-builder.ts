@@ -1,4 +1,4 @@
-import { execaSync } from 'execa';
+import { spawnSync } from 'node:child_process';
 import type { BuilderChoice } from '../config/schema.ts';
 import { ConfigError } from '../errors.ts';
 import { BuildahBuilder } from './buildah.ts';
@@ -27,10 +27,6 @@ export function selectBuilder(
 
 /** Returns true when `docker buildx version` succeeds, so the docker CLI at `docker` has the buildx plugin. */
 export function dockerHasBuildx(docker: string): boolean {
-  try {
-    execaSync(docker, ['buildx', 'version'], { stdio: 'ignore', timeout: 10_000 });
-    return true;
-  } catch {
-    return false;
-  }
+  const result = spawnSync(docker, ['buildx', 'version'], { stdio: 'ignore', timeout: 10_000 });
+  return result.error === undefined && result.status === 0;
 }

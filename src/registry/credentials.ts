@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises';
-import { execa } from 'execa';
 import { z } from 'zod';
 import { ConfigError, RegistryError } from '../errors.ts';
 import { checkRegistryHost, DOCKER_HUB } from '../image-ref/registry-host.ts';
@@ -141,6 +140,7 @@ async function runHelper(helper: string, host: string): Promise<Credentials | un
 
   let result;
   try {
+    const { execa } = await import('execa');
     result = await execa(program, ['get'], { input: server, reject: false, timeout: HELPER_TIMEOUT_MS });
   } catch (error) {
     throw failed(`could not run (${(error as NodeJS.ErrnoException).code ?? 'unknown error'})`);

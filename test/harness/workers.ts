@@ -43,9 +43,12 @@ export interface WorkerProcess {
   kill(): Promise<void>;
 }
 
-/** Starts `mirrorfleet worker` as its own process and waits until it logs that the workers started. */
-export async function startWorker(env: NodeJS.ProcessEnv, args: string[] = []): Promise<WorkerProcess> {
-  const child = spawn(process.execPath, [CLI, 'worker', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Starts `mirrorfleet worker` as its own process and waits until it logs that the workers started.
+ * `cli` is the path of the command, the checkout's bin/mirrorfleet.js by default.
+ */
+export async function startWorker(env: NodeJS.ProcessEnv, args: string[] = [], cli = CLI): Promise<WorkerProcess> {
+  const child = spawn(process.execPath, [cli, 'worker', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));
   child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString('utf8')));

@@ -62,20 +62,23 @@ describe('Dockerfile', () => {
   });
 
   it('builds the runtime target by default', () => {
-    expect(dockerfile.stages.map((stage) => stage.name)).toEqual(['dependencies', 'app', 'build-worker', 'runtime']);
+    expect(dockerfile.stages.map((stage) => stage.name)).toEqual(['dependencies', 'compile', 'app', 'build-worker', 'runtime']);
   });
 
   it('installs production dependencies only', () => {
     const runs = stageChain(dockerfile, 'dependencies').flatMap((stage) => stage.instructions).filter((instruction) => instruction.keyword === 'RUN');
     expect(runs.some((run) => /\bnpm ci\b.*--omit=dev/.test(run.arguments))).toBe(true);
     const copies = stageChain(dockerfile, 'app').flatMap((stage) => stage.instructions).filter((instruction) => instruction.keyword === 'COPY');
-    expect(copies.filter((copy) => copy.arguments.startsWith('--from=')).map((copy) => copy.arguments)).toEqual(['--from=dependencies /app/node_modules ./node_modules']);
+    expect(copies.filter((copy) => copy.arguments.startsWith('--from=')).map((copy) => copy.arguments)).toEqual([
+      '--from=dependencies /app/node_modules ./node_modules',
+      '--from=compile /app/dist ./dist',
+    ]);
   });
 
   it('copies files the context holds', () => {
     const copies = stageChain(dockerfile, 'app').flatMap((stage) => stage.instructions).filter((instruction) => instruction.keyword === 'COPY' && !instruction.arguments.startsWith('--'));
-    const dependencies = stageChain(dockerfile, 'dependencies').flatMap((stage) => stage.instructions).filter((instruction) => instruction.keyword === 'COPY');
-    const sources = [...copies, ...dependencies].flatMap((copy) => copy.arguments.split(/\s+/).slice(0, -1));
+    const earlier = ['dependencies', 'compile'].flatMap((name) => stageChain(dockerfile, name)).flatMap((stage) => stage.instructions).filter((instruction) => instruction.keyword === 'COPY');
+    const sources = [...copies, ...earlier].flatMap((copy) => copy.arguments.split(/\s+/).slice(0, -1));
     expect(sources.length).toBeGreaterThan(0);
     for (const source of sources) {
       expect(existsSync(join(PROJECT_ROOT, source)), source).toBe(true);
@@ -83,9 +86,17 @@ describe('Dockerfile', () => {
     }
   });
 
-  it('copies every source folder', () => {
-    const copied = stageChain(dockerfile, 'app').flatMap((stage) => stage.instructions).filter((instruction) => instruction.keyword === 'COPY').map((copy) => copy.arguments.split(/\s+/)[0]);
-    for (const folder of ['bin', 'src', 'queues', 'workers', 'package.json']) expect(copied, folder).toContain(folder);
+  it('compiles every source folder and ships only the compiled code', () => {
+    const copiedBy = (name: string) =>
+      stageChain(dockerfile, name)
+        .at(-1)!
+        .instructions.filter((instruction) => instruction.keyword === 'COPY')
+        .flatMap((copy) => copy.arguments.split(/\s+/).slice(0, -1).filter((word) => !word.startsWith('--')));
+    for (const folder of ['src', 'queues', 'workers', 'tsconfig.json', 'tsconfig.build.json']) expect(copiedBy('compile'), folder).toContain(folder);
+    expect(stageChain(dockerfile, 'compile').at(-1)!.instructions.at(-1)).toMatchObject({ keyword: 'RUN', arguments: 'npm run build' });
+    const shipped = copiedBy('app');
+    for (const path of ['bin', '/app/dist', 'package.json']) expect(shipped, path).toContain(path);
+    for (const folder of ['src', 'queues', 'workers']) expect(shipped, `${folder} is not shipped: bin/mirrorfleet.js runs dist/ only without it`).not.toContain(folder);
   });
 
   it('excludes node_modules and tests', () => {
