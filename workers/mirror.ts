@@ -19,7 +19,7 @@ const PROGRESS_INTERVAL_MS = 250;
 
 export function createMirrorWorker(options: WorkerDependencies): Worker {
   const { logger, metrics } = options;
-  const context: MirrorContext = { config: options.config, redis: options.redis, clients: options.clients };
+  const context: MirrorContext = { config: options.config, redis: options.redis, clients: options.clients, ...(options.locks ? { locks: options.locks } : {}) };
 
   const processor = async (job: Job): Promise<MirrorResult> => {
     const started = Date.now();

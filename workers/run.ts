@@ -8,6 +8,8 @@ import { InvalidInputError, MirrorfleetError } from '../src/errors.ts';
 import type { Resolver } from '../src/net/connector.ts';
 import { checkPort } from '../src/util/listen.ts';
 import { createServiceLogger, type Logger } from '../src/log/logger.ts';
+import { DEFAULT_LOCK_OPTIONS, type LockOptions } from '../src/dedupe/lock.ts';
+import { LockReleaseListener } from '../src/dedupe/wakeups.ts';
 import { isConnectionError, watchRedisOutages } from '../src/log/redis-outage.ts';
 import { Metrics } from '../src/metrics/metrics.ts';
 import { startHealthServer } from '../src/metrics/server.ts';
@@ -135,6 +137,9 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
     logger.error({ ...fields, error: error.message }, message);
   };
   const handedBack = new Set<string>();
+  // Lock waiters of this process wake up when a lock is released anywhere in the fleet.
+  const lockReleases = LockReleaseListener.start(redis, config.redis.keyPrefix);
+  const locks: LockOptions = { ...DEFAULT_LOCK_OPTIONS, wakeups: lockReleases };
   let transport: HttpTransport | undefined;
   let gates: ReturnType<typeof createRegistryGates>;
   const workers: Worker[] = [];
@@ -160,6 +165,7 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
         concurrency: options.concurrency,
         logger,
         metrics,
+        locks,
         ...(options.lockDurationMs ? { lockDurationMs: options.lockDurationMs } : {}),
         isHandedBack: (job) => handedBack.has(jobKey(job)),
         onQueueError: (name, error) => reportError({ queue: name }, error, 'queue error'),
@@ -170,6 +176,7 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
   } catch (error) {
     await Promise.all(workers.map((worker) => bounded(worker.close(true))));
     gates?.close();
+    lockReleases.close();
     await bounded(transport?.destroy());
     metricsServer?.close();
     redis.disconnect();
@@ -224,6 +231,7 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
       await redisStep(sampler.stop());
       metricsServer?.close();
       gates?.close();
+      lockReleases.close();
       if (finished) await bounded(httpTransport.close());
       outages.stop();
       redis.disconnect();

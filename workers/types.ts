@@ -1,6 +1,7 @@
 import type { Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../src/config/config.ts';
+import type { LockOptions } from '../src/dedupe/lock.ts';
 import type { Logger } from '../src/log/logger.ts';
 import type { Metrics } from '../src/metrics/metrics.ts';
 import type { RegistryClients } from '../src/mirror/clients.ts';
@@ -19,6 +20,8 @@ export interface WorkerDependencies {
   concurrency: number;
   logger: Logger;
   metrics: Metrics;
+  /** Fleet-wide lock settings of the jobs (blob and tag locks); the defaults when absent. */
+  locks?: LockOptions;
   /** How long a job's lock lasts without renewal; a killed worker's job is taken up again after it. */
   lockDurationMs?: number;
   /**

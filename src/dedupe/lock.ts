@@ -23,14 +23,19 @@ return 0
 `;
 
 /**
- * Releases a lock held by the caller.
+ * Releases a lock held by the caller, and publishes the lock key on a channel so that waiters wake up.
  * KEYS[1] lock key
  * ARGV[1] owner token
+ * ARGV[2] channel to publish the released key on, or '' to publish nothing
  * Returns 1 when released, 0 when the lock was not held by this owner (expired or taken over).
  */
 export const RELEASE_SCRIPT = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  if ARGV[2] ~= nil and ARGV[2] ~= '' then
+    redis.call('PUBLISH', ARGV[2], KEYS[1])
+  end
+  return 1
 end
 return 0
 `;
@@ -40,7 +45,23 @@ export interface LockOptions {
   ttlMs: number;
   /** How long to wait for a lock another worker holds before giving up. */
   waitMs: number;
+  /**
+   * Wakes waiters when a lock is released, so they try again at once instead of at their next poll.
+   * Without it, waiters only poll. Polling goes on with it too, for locks that expire instead of being released.
+   */
+  wakeups?: LockWakeups;
 }
+
+/** Pauses of lock waiters that end early when the lock is released (see ./wakeups.ts). */
+export interface LockWakeups {
+  /** Channel that RELEASE_SCRIPT publishes released lock keys on. */
+  readonly channel: string;
+  /** Resolves after `ms`, or earlier when lock `key` is released. */
+  pause(key: string, ms: number): Promise<void>;
+}
+
+/** Maximum pause between two tries of a waiter. */
+const MAX_POLL_MS = 500;
 
 // A holder that dies blocks waiters for at most ttlMs; renewal every third of it keeps a live holder safe.
 export const DEFAULT_LOCK_OPTIONS: LockOptions = { ttlMs: 10_000, waitMs: 15 * 60_000 };
@@ -136,8 +157,9 @@ async function acquire(
     if (Date.now() > deadline) throw new LockTimeoutError(key, options.waitMs);
     if (stopWaiting && (await stopWaiting())) return undefined;
     // Jitter spreads waiters that started together, so each poll round lets more than one of them in.
-    await sleep(delay / 2 + Math.random() * (delay / 2));
-    delay = Math.min(delay * 2, 500);
+    const pause = delay / 2 + Math.random() * (delay / 2);
+    await (options.wakeups ? options.wakeups.pause(key, pause) : sleep(pause));
+    delay = Math.min(delay * 2, MAX_POLL_MS);
   }
   return validUntil;
 }
@@ -185,6 +207,6 @@ async function hold<T>(
   } finally {
     clearInterval(renewal);
     clearTimeout(expiryTimer);
-    await redis.eval(RELEASE_SCRIPT, 1, key, token).catch(() => undefined);
+    await redis.eval(RELEASE_SCRIPT, 1, key, token, options.wakeups?.channel ?? '').catch(() => undefined);
   }
 }
