@@ -5,7 +5,7 @@ import { createProvider } from '../providers/index.ts';
 import { copyImage, copyReferrers, type CopyImageOptions, type CopyProgress } from '../registry/copy.ts';
 import { DEFAULT_TAG_LIST_MAX_AGE_MS, TagListCache, type ReferrerSelection, type ReferrersResult } from '../registry/referrers.ts';
 import { parsePlatform } from '../registry/media-types.ts';
-import type { RegistryClient } from '../registry/client.ts';
+import type { ManifestHead, RegistryClient } from '../registry/client.ts';
 import { BlobLocations } from '../dedupe/blob-locations.ts';
 import { blobLockKey, manifestLockKey } from '../dedupe/keys.ts';
 import { DEFAULT_LOCK_OPTIONS, withLock, withLockUnless, type LockOptions } from '../dedupe/lock.ts';
@@ -176,6 +176,8 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
 
   return withLease(store, provider.host, target.repository, async (lease) => {
     let mediaType: string | undefined;
+    // The target tag's HEAD of the latest warm check, which the copy reuses instead of sending it again.
+    let targetTagHead: { head: ManifestHead | undefined } | undefined;
     // 2. Warm path without a platform filter: one HEAD at each side, sent at the same time, decides, and
     //    then the referrers, which may have been added at the source since the image was copied.
     const warm = async (): Promise<MirrorResult | undefined> => {
@@ -185,6 +187,7 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
           // A wrong 404 at the mirror registry only leads to a copy that pushes the same bytes again.
           targetClient.headManifest(target.repository, target.tag, { confirmMissing: false }),
         ]);
+        targetTagHead = { head: current };
         if (current?.digest === sourceDigest) {
           mediaType = current.mediaType;
           const referred = await copyReferrers(sourceLocation, { client: targetClient, repository: target.repository, tag: target.tag, digest: sourceDigest }, copyOptions);
@@ -214,6 +217,7 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
       const result = await copyImage(sourceLocation, { client: targetClient, repository: target.repository, tag: target.tag }, {
         ...(request.platforms?.length ? { platforms: request.platforms.map(parsePlatform) } : {}),
         ...copyOptions,
+        ...(targetTagHead ? { targetTagHead } : {}),
       });
       mediaType = result.mediaType;
       let action: MirrorResult['action'] = 'copied';

@@ -2,7 +2,7 @@ import { InvalidInputError, MissingChildError, RegistryError, UnsupportedManifes
 import { createLimiter } from '../util/limit.ts';
 import { transferBlob } from './blob-transfer.ts';
 import { readConfigPlatform } from './image-config.ts';
-import { sha256, type Manifest, type RegistryClient, type UploadStart } from './client.ts';
+import { sha256, type Manifest, type ManifestHead, type RegistryClient, type UploadStart } from './client.ts';
 import { ReferrerSync, type FallbackTagLock, type ReferrerFailurePolicy, type ReferrerSelection, type ReferrersResult, type TagListCache } from './referrers.ts';
 import { isNetworkError } from './retry.ts';
 import {
@@ -73,6 +73,12 @@ export interface CopyImageOptions {
   fallbackTagLock?: FallbackTagLock;
   /** Recent tag lists of source repositories, shared with other copies (see TagListCache); each copy lists its own when absent. */
   referrerTagLists?: TagListCache;
+  /**
+   * The response to a HEAD of the target tag that the caller has just sent (`head` undefined for a 404).
+   * The copy then uses it instead of sending the same HEAD again. A stale one costs no correctness: a
+   * tag that appeared meanwhile is pushed again with the same bytes.
+   */
+  targetTagHead?: { head: ManifestHead | undefined };
 }
 
 /**
@@ -158,6 +164,8 @@ class ImageCopier {
   private readonly refusedMounts = new Set<string>();
   /** Source manifests already read, by digest, so that a manifest read early is not read again. */
   private readonly sourceManifests = new Map<string, Manifest>();
+  /** Try a mount before a HEAD for a blob known in another repository; off once a mount is refused with 202. */
+  private mountFirst = false;
   private sourceTagDigest: string | undefined;
   private tagMoved = false;
   private skippedPlatforms: string[] = [];
@@ -212,7 +220,15 @@ class ImageCopier {
 
     // 3. Warm path: the target tag already points at exactly what would be pushed. A 404 is trusted
     //    without a GET, because a wrong "absent" only pushes the same bytes again.
-    const previous = targetReference ? await this.target.client.headManifest(this.target.repository, targetReference, { confirmMissing: false }) : undefined;
+    const previous =
+      this.options.targetTagHead && this.target.tag !== undefined
+        ? this.options.targetTagHead.head
+        : targetReference
+          ? await this.target.client.headManifest(this.target.repository, targetReference, { confirmMissing: false })
+          : undefined;
+    // Blobs of a tag that is new at the target are seldom in its repository yet, so a blob known in
+    // another repository is mounted at once rather than looked up first.
+    this.mountFirst = previous === undefined;
     if (previous?.digest === pushBytes.digest) {
       this.counts.manifests.present += 1 + children.length;
       await Promise.all(children.map((child) => this.referrers?.syncSubject(child.digest)));
@@ -510,9 +526,15 @@ class ImageCopier {
   private async placeWithoutTransfer(descriptor: Descriptor): Promise<boolean> {
     const { client: target, repository } = this.target;
     const { digest } = descriptor;
+    // A mount of a blob the repository already has returns 201 as well, so it counts as mounted then.
+    const mountFirst = this.mountFirst;
+    if (mountFirst && (await this.mountFromCandidates(digest))) {
+      await this.options.onBlobStored?.(digest, repository);
+      return true;
+    }
     if ((await target.headBlob(repository, digest)) !== undefined) {
       this.counts.blobs.present += 1;
-    } else if (!(await this.mountFromCandidates(digest))) {
+    } else if (mountFirst || !(await this.mountFromCandidates(digest))) {
       return false;
     }
     await this.options.onBlobStored?.(digest, repository);
@@ -528,8 +550,12 @@ class ImageCopier {
         return true;
       }
       // NOTE: a 202 opened an upload session that stays unused. distribution 2.x purges such sessions
-      // after 168 hours by default (`storage.maintenance.uploadpurging`).
-      if (start) return false;
+      // after 168 hours by default (`storage.maintenance.uploadpurging`). This copy then looks blobs up
+      // before it tries to mount them.
+      if (start) {
+        this.mountFirst = false;
+        return false;
+      }
     }
     return false;
   }

@@ -159,6 +159,47 @@ describe('copyImage', () => {
     expect((await inspectRaw(`${target.host}/gate/waiter:arm64`)).equals(await inspectRaw(`${source.host}/library/busybox:arm64`))).toBe(true);
   });
 
+  test('new tag mounts known blobs without looking them up first', async () => {
+    const first = await copy('library/busybox', 'amd64', 'order/first');
+    await target.clearLog();
+
+    const second = await copy('library/busybox', 'amd64', 'order/new', { mountSources: () => ['order/first'] });
+
+    expect(second.blobs.mounted).toBe(first.blobs.copied);
+    const blobHeads = (await target.requests()).filter((entry) => entry.method === 'HEAD' && entry.path.includes('/blobs/'));
+    expect(blobHeads, 'no blob HEAD before the mounts').toEqual([]);
+  });
+
+  test('existing tag looks blobs up before mounting them', async () => {
+    await copy('library/busybox', 'amd64', 'order/base');
+    // The repository has the image's blobs under one tag, and another tag that points at another image.
+    await copy('library/busybox', 'amd64', 'order/update');
+    await copyImage({ client: sourceClient, repository: 'library/hello-world', tag: 'arm64' }, { client: targetClient, repository: 'order/update', tag: 'current' });
+    await target.clearLog();
+
+    const updated = await copyImage(
+      { client: sourceClient, repository: 'library/busybox', tag: 'amd64' },
+      { client: targetClient, repository: 'order/update', tag: 'current' },
+      { mountSources: () => ['order/base'] },
+    );
+
+    expect(updated.previousTargetDigest).toBeDefined();
+    expect(updated.blobs.present).toBe(2);
+    expect(updated.blobs.mounted).toBe(0);
+    const mounts = (await target.requests()).filter((entry) => entry.method === 'POST' && entry.path.includes('/blobs/uploads/'));
+    expect(mounts, 'no mount of a blob the repository has').toEqual([]);
+  });
+
+  test('reuses the caller\'s HEAD of the target tag', async () => {
+    await target.clearLog();
+
+    const result = await copy('library/busybox', 'arm64', 'head/reused', { targetTagHead: { head: undefined } });
+
+    expect(result.manifests.copied).toBe(1);
+    const manifestHeads = (await target.requests()).filter((entry) => entry.method === 'HEAD' && entry.path.includes('/manifests/'));
+    expect(manifestHeads, 'the copy sends no HEAD of its own for the target tag').toEqual([]);
+  });
+
   test('uploads normally when the named mount source lacks the blob', async () => {
     const result = await copy('library/busybox', 'amd64', 'mount/fallback', { mountSources: () => ['no/such-repository'] });
 
