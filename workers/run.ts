@@ -7,7 +7,7 @@ import { DEFAULTS } from '../src/config/schema.ts';
 import { InvalidInputError, MirrorfleetError } from '../src/errors.ts';
 import type { Resolver } from '../src/net/connector.ts';
 import { checkPort } from '../src/util/listen.ts';
-import { createServiceLogger, type Logger } from '../src/log/logger.ts';
+import { createLogger, type Logger } from '../src/log/logger.ts';
 import { DEFAULT_LOCK_OPTIONS, type LockOptions } from '../src/dedupe/lock.ts';
 import { LockReleaseListener } from '../src/dedupe/wakeups.ts';
 import { isConnectionError, watchRedisOutages } from '../src/log/redis-outage.ts';
@@ -83,7 +83,7 @@ const SHUTDOWN_STEP_REDIS_DOWN_MS = 1_000;
  */
 export async function startWorkers(options: WorkerProcessOptions): Promise<RunningWorkers> {
   const { config } = options;
-  const logger = options.logger ?? createServiceLogger(config.logLevel);
+  const logger = options.logger ?? createLogger(config.logLevel);
   for (const queue of options.queues) {
     if (!WORKER_FACTORIES[queue]) throw new InvalidInputError(`unknown queue "${queue}"; accepted: ${WORKER_QUEUES.join(', ')}`);
   }

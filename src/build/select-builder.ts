@@ -1,9 +1,11 @@
-import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import type { BuilderChoice } from '../config/schema.ts';
 import { ConfigError } from '../errors.ts';
 import { BuildahBuilder } from './buildah.ts';
 import { findExecutable, type Builder } from './builder.ts';
 import { DockerBuildxBuilder } from './docker-buildx.ts';
+
+const requireModule = createRequire(import.meta.url);
 
 /**
  * Returns the builder that `choice` names: `auto` takes buildah when it is on PATH, else `docker buildx`
@@ -27,6 +29,12 @@ export function selectBuilder(
 
 /** Returns true when `docker buildx version` succeeds, so the docker CLI at `docker` has the buildx plugin. */
 export function dockerHasBuildx(docker: string): boolean {
-  const result = spawnSync(docker, ['buildx', 'version'], { stdio: 'ignore', timeout: 10_000 });
-  return result.error === undefined && result.status === 0;
+  // execa loads about a hundred modules, so a worker loads it only when it has to check docker.
+  const { execaSync } = requireModule('execa') as typeof import('execa');
+  try {
+    execaSync(docker, ['buildx', 'version'], { stdio: 'ignore', timeout: 10_000 });
+    return true;
+  } catch {
+    return false;
+  }
 }

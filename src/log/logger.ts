@@ -18,12 +18,3 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
   );
 }
 
-/**
- * Creates the logger of a long-running process (a worker or the API server). Its lines go to stdout
- * without blocking. While one write is in flight, the lines that follow are buffered and sent in the
- * next write, so a busy worker makes one write for many jobs, and an idle one writes each line at once.
- * pino writes the rest of the buffer when the process exits.
- */
-export function createServiceLogger(level: string): Logger {
-  return createLogger(level, pino.destination({ dest: 1, sync: false }));
-}

@@ -5,7 +5,7 @@ import { startApi } from '../../api/server.ts';
 import { loadConfig } from '../../config/config.ts';
 import { MirrorfleetError } from '../../errors.ts';
 import { redact } from '../../log/redact.ts';
-import { createServiceLogger } from '../../log/logger.ts';
+import { createLogger } from '../../log/logger.ts';
 import { parse, positiveInteger, rejectWrongRedisCredentials } from '../common.ts';
 
 /**
@@ -21,7 +21,7 @@ export async function runApi(args: string[]): Promise<number> {
 
   const config = loadConfig();
   await rejectWrongRedisCredentials(config);
-  const logger = createServiceLogger(config.logLevel);
+  const logger = createLogger(config.logLevel);
   const port = positiveInteger('port', values.port as string | undefined, config.api.port);
   let api;
   try {
