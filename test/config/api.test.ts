@@ -1,37 +1,9 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/config.ts';
-import { ConfigError } from '../../src/errors.ts';
 import { redact } from '../../src/log/redact.ts';
+import { configErrorMessage, setUpConfigDirectory } from './helpers.ts';
 
-let directory: string;
-
-beforeEach(() => {
-  directory = mkdtempSync(join(tmpdir(), 'mirrorfleet-config-api-'));
-});
-
-afterEach(() => {
-  rmSync(directory, { recursive: true, force: true });
-});
-
-function writeConfigFile(content: unknown): string {
-  const path = join(directory, 'config.json');
-  writeFileSync(path, JSON.stringify(content));
-  return path;
-}
-
-/** Runs loadConfig and returns the ConfigError message it throws. */
-function configError(env: NodeJS.ProcessEnv): string {
-  try {
-    loadConfig(env);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return (error as ConfigError).message;
-  }
-  throw new Error('loadConfig returned instead of throwing ConfigError');
-}
+const { writeConfigFile } = setUpConfigDirectory('api');
 
 const ENQUEUE_TOKEN = 'enqueue-token-0123456789';
 const ADMIN_TOKEN = 'admin-token-0123456789abc';
@@ -80,7 +52,7 @@ describe('MIRRORFLEET_API_TOKENS', () => {
   ];
   for (const [label, value, expected] of invalid) {
     it(`rejects ${label} without showing it`, () => {
-      const message = configError({ MIRRORFLEET_API_TOKENS: value });
+      const message = configErrorMessage({ MIRRORFLEET_API_TOKENS: value });
 
       expect(message).toMatch(expected);
       expect(message).toContain('MIRRORFLEET_API_TOKENS');
@@ -101,7 +73,7 @@ describe('MIRRORFLEET_API_PORT', () => {
   });
 
   it('rejects port 0', () => {
-    expect(configError({ MIRRORFLEET_API_PORT: '0' })).toMatch(/MIRRORFLEET_API_PORT: invalid value "0"; expected an integer from 1 to 65535/);
+    expect(configErrorMessage({ MIRRORFLEET_API_PORT: '0' })).toMatch(/MIRRORFLEET_API_PORT: invalid value "0"; expected an integer from 1 to 65535/);
   });
 });
 
@@ -121,7 +93,7 @@ describe('api.tokens in the file', () => {
         ],
       },
     });
-    const message = configError({ MIRRORFLEET_CONFIG: path });
+    const message = configErrorMessage({ MIRRORFLEET_CONFIG: path });
 
     expect(message).toContain('api.tokens.1.token: invalid value <redacted>; expected a token not already listed at api.tokens.0');
     expect(message).not.toContain(ADMIN_TOKEN);
@@ -130,18 +102,18 @@ describe('api.tokens in the file', () => {
   it('rejects an empty scope list', () => {
     const path = writeConfigFile({ api: { tokens: [{ token: ADMIN_TOKEN, scopes: [] }] } });
 
-    expect(configError({ MIRRORFLEET_CONFIG: path })).toContain('api.tokens.0.scopes: invalid value an array; expected at least one scope');
+    expect(configErrorMessage({ MIRRORFLEET_CONFIG: path })).toContain('api.tokens.0.scopes: invalid value an array; expected at least one scope');
   });
 
   it('rejects an unknown scope', () => {
     const path = writeConfigFile({ api: { tokens: [{ token: ADMIN_TOKEN, scopes: ['root'] }] } });
 
-    expect(configError({ MIRRORFLEET_CONFIG: path })).toContain('api.tokens.0.scopes.0: invalid value "root"; expected one of enqueue, admin');
+    expect(configErrorMessage({ MIRRORFLEET_CONFIG: path })).toContain('api.tokens.0.scopes.0: invalid value "root"; expected one of enqueue, admin');
   });
 
   it('hides a malformed token', () => {
     const path = writeConfigFile({ api: { tokens: [{ token: 'has space 0123456789', scopes: ['admin'] }] } });
-    const message = configError({ MIRRORFLEET_CONFIG: path });
+    const message = configErrorMessage({ MIRRORFLEET_CONFIG: path });
 
     expect(message).toContain('api.tokens.0.token: invalid value <redacted>');
     expect(message).not.toContain('has space');
@@ -172,7 +144,7 @@ describe('listen addresses', () => {
   });
 
   it('reject a host name', () => {
-    expect(configError({ MIRRORFLEET_METRICS_HOST: 'localhost' })).toContain(
+    expect(configErrorMessage({ MIRRORFLEET_METRICS_HOST: 'localhost' })).toContain(
       'MIRRORFLEET_METRICS_HOST: invalid value "localhost"; expected an IP address to listen on',
     );
   });

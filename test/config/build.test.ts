@@ -1,39 +1,12 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/config.ts';
-import { ConfigError } from '../../src/errors.ts';
 import { redact } from '../../src/log/redact.ts';
+import { configErrorMessage, setUpConfigDirectory } from './helpers.ts';
 
 const KEY = Buffer.alloc(32, 9).toString('base64');
 const PREVIOUS = Buffer.alloc(32, 10).toString('base64');
 
-let directory: string;
-
-beforeEach(() => {
-  directory = mkdtempSync(join(tmpdir(), 'mirrorfleet-config-build-'));
-});
-
-afterEach(() => {
-  rmSync(directory, { recursive: true, force: true });
-});
-
-function configFile(content: unknown): string {
-  const path = join(directory, 'config.json');
-  writeFileSync(path, JSON.stringify(content));
-  return path;
-}
-
-function errorMessage(env: NodeJS.ProcessEnv): string {
-  try {
-    loadConfig(env);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return (error as ConfigError).message;
-  }
-  throw new Error('loadConfig returned instead of throwing ConfigError');
-}
+const { writeConfigFile } = setUpConfigDirectory('build');
 
 describe('build configuration', () => {
   it('has defaults', () => {
@@ -45,7 +18,7 @@ describe('build configuration', () => {
   });
 
   it('reads the file section', () => {
-    const path = configFile({ build: { builder: 'buildah', concurrency: 2, timeoutSeconds: 600, cacheRetentionSeconds: 86_400 }, secretKey: KEY });
+    const path = writeConfigFile({ build: { builder: 'buildah', concurrency: 2, timeoutSeconds: 600, cacheRetentionSeconds: 86_400 }, secretKey: KEY });
     const config = loadConfig({ MIRRORFLEET_CONFIG: path });
 
     expect(config.build).toEqual({ builder: 'buildah', concurrency: 2, timeoutSeconds: 600, cacheRetentionSeconds: 86_400 });
@@ -53,7 +26,7 @@ describe('build configuration', () => {
   });
 
   it('variables override the file', () => {
-    const path = configFile({ build: { builder: 'buildah' }, secretKey: PREVIOUS });
+    const path = writeConfigFile({ build: { builder: 'buildah' }, secretKey: PREVIOUS });
     const config = loadConfig({
       MIRRORFLEET_CONFIG: path,
       MIRRORFLEET_BUILDER: 'docker-buildx',
@@ -67,25 +40,25 @@ describe('build configuration', () => {
   });
 
   it('rejects an unknown builder', () => {
-    expect(errorMessage({ MIRRORFLEET_BUILDER: 'kaniko' })).toContain('MIRRORFLEET_BUILDER: invalid value "kaniko"; expected one of auto, buildah, docker-buildx');
+    expect(configErrorMessage({ MIRRORFLEET_BUILDER: 'kaniko' })).toContain('MIRRORFLEET_BUILDER: invalid value "kaniko"; expected one of auto, buildah, docker-buildx');
   });
 
   it('rejects a short key unseen', () => {
-    const message = errorMessage({ MIRRORFLEET_SECRET_KEY: 'dG9vLXNob3J0LWtleQ==' });
+    const message = configErrorMessage({ MIRRORFLEET_SECRET_KEY: 'dG9vLXNob3J0LWtleQ==' });
 
     expect(message).toContain('MIRRORFLEET_SECRET_KEY: invalid value <redacted>; expected the base64 encoding of 32 random bytes');
     expect(message).not.toContain('dG9vLXNob3J0LWtleQ');
   });
 
   it('rejects a bad file key unseen', () => {
-    const message = errorMessage({ MIRRORFLEET_CONFIG: configFile({ secretKeyPrevious: 'not-base64-at-all-secret' }) });
+    const message = configErrorMessage({ MIRRORFLEET_CONFIG: writeConfigFile({ secretKeyPrevious: 'not-base64-at-all-secret' }) });
 
     expect(message).toContain('secretKeyPrevious: invalid value <redacted>');
     expect(message).not.toContain('not-base64-at-all-secret');
   });
 
   it('rejects out-of-range build settings', () => {
-    const message = errorMessage({ MIRRORFLEET_CONFIG: configFile({ build: { concurrency: 0, timeoutSeconds: 1 } }) });
+    const message = configErrorMessage({ MIRRORFLEET_CONFIG: writeConfigFile({ build: { concurrency: 0, timeoutSeconds: 1 } }) });
 
     expect(message).toContain('build.concurrency: invalid value 0; expected an integer from 1 to 64');
     expect(message).toContain('build.timeoutSeconds: invalid value 1; expected an integer from 10 to 604800');

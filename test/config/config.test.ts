@@ -1,38 +1,17 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { configFileSchema, loadConfig, type Config } from '../../src/config/config.ts';
-import { ConfigError } from '../../src/errors.ts';
 import { redact } from '../../src/log/redact.ts';
+import { loadConfigError, setUpConfigDirectory } from './helpers.ts';
 
-let directory: string;
+const configDirectory = setUpConfigDirectory('config');
+const { writeConfigFile } = configDirectory;
 
-beforeEach(() => {
-  directory = mkdtempSync(join(tmpdir(), 'mirrorfleet-config-'));
-});
-
-afterEach(() => {
-  rmSync(directory, { recursive: true, force: true });
-});
-
-/** Writes `content` (JSON-encoded unless it is a string) to a temporary file and returns its path. */
-function writeConfigFile(content: unknown, name = 'config.json'): string {
-  const path = join(directory, name);
-  writeFileSync(path, typeof content === 'string' ? content : JSON.stringify(content));
-  return path;
-}
-
-/** Runs loadConfig, expects a ConfigError and returns its message. */
+/** Runs loadConfig, expects a ConfigError with code INVALID_CONFIG and returns its message. */
 function configErrorMessage(env: NodeJS.ProcessEnv): string {
-  try {
-    loadConfig(env);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    expect((error as ConfigError).code).toBe('INVALID_CONFIG');
-    return (error as ConfigError).message;
-  }
-  throw new Error('loadConfig returned instead of throwing ConfigError');
+  const error = loadConfigError(env);
+  expect(error.code).toBe('INVALID_CONFIG');
+  return error.message;
 }
 
 /** Splits a ConfigError message into one line per problem. */
@@ -245,7 +224,7 @@ describe('loadConfig precedence', () => {
 
 describe('loadConfig file errors', () => {
   it('names a missing file', () => {
-    const path = join(directory, 'absent.json');
+    const path = join(configDirectory.path, 'absent.json');
     const message = configErrorMessage({ MIRRORFLEET_CONFIG: path });
 
     expect(problemFor(message, 'MIRRORFLEET_CONFIG')).toBe(
@@ -254,9 +233,9 @@ describe('loadConfig file errors', () => {
   });
 
   it('names an unreadable path', () => {
-    const message = configErrorMessage({ MIRRORFLEET_CONFIG: directory });
+    const message = configErrorMessage({ MIRRORFLEET_CONFIG: configDirectory.path });
 
-    expect(problemFor(message, 'MIRRORFLEET_CONFIG')).toContain(`cannot read file ${JSON.stringify(directory)} (EISDIR)`);
+    expect(problemFor(message, 'MIRRORFLEET_CONFIG')).toContain(`cannot read file ${JSON.stringify(configDirectory.path)} (EISDIR)`);
   });
 
   it('rejects an empty MIRRORFLEET_CONFIG', () => {
@@ -365,7 +344,7 @@ describe('loadConfig file errors', () => {
 
   it('reports variable problems with an unreadable file', () => {
     const message = configErrorMessage({
-      MIRRORFLEET_CONFIG: join(directory, 'absent.json'),
+      MIRRORFLEET_CONFIG: join(configDirectory.path, 'absent.json'),
       MIRRORFLEET_CONCURRENCY: 'many',
     });
 

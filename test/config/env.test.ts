@@ -1,37 +1,14 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/config.ts';
-import { ConfigError } from '../../src/errors.ts';
+import { configErrorMessage, setUpConfigDirectory } from './helpers.ts';
 
-let directory: string;
-
-beforeEach(() => {
-  directory = mkdtempSync(join(tmpdir(), 'mirrorfleet-config-env-'));
-});
-
-afterEach(() => {
-  rmSync(directory, { recursive: true, force: true });
-});
-
-function writeConfigFile(content: unknown): string {
-  const path = join(directory, 'config.json');
-  writeFileSync(path, JSON.stringify(content));
-  return path;
-}
+const { writeConfigFile } = setUpConfigDirectory('env');
 
 /** Runs loadConfig, expects a ConfigError with exactly one problem and returns that problem's line. */
 function singleProblem(env: NodeJS.ProcessEnv): string {
-  try {
-    loadConfig(env);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    const message = (error as ConfigError).message;
-    expect(message, message).not.toContain('\n');
-    return message.replace(/^invalid configuration: /, '');
-  }
-  throw new Error('loadConfig returned instead of throwing ConfigError');
+  const message = configErrorMessage(env);
+  expect(message, message).not.toContain('\n');
+  return message.replace(/^invalid configuration: /, '');
 }
 
 const CLEANUP_DEFAULTS = { retentionSeconds: 365 * 86_400, previousImageRetentionSeconds: 86_400, maxDeletePercent: 50 };

@@ -1,35 +1,8 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/config.ts';
-import { ConfigError } from '../../src/errors.ts';
+import { configErrorMessage, setUpConfigDirectory } from './helpers.ts';
 
-let directory: string;
-
-beforeEach(() => {
-  directory = mkdtempSync(join(tmpdir(), 'mirrorfleet-config-rate-limits-'));
-});
-
-afterEach(() => {
-  rmSync(directory, { recursive: true, force: true });
-});
-
-function writeConfigFile(content: unknown): string {
-  const path = join(directory, 'config.json');
-  writeFileSync(path, JSON.stringify(content));
-  return path;
-}
-
-function configErrorMessage(env: NodeJS.ProcessEnv): string {
-  try {
-    loadConfig(env);
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return (error as ConfigError).message;
-  }
-  throw new Error('loadConfig returned instead of throwing ConfigError');
-}
+const { writeConfigFile } = setUpConfigDirectory('rate-limits');
 
 describe('rateLimits', () => {
   it('is absent unless set', () => {

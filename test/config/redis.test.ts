@@ -1,26 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/config.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { redact } from '../../src/log/redact.ts';
+import { setUpConfigDirectory } from './helpers.ts';
 
-let dir: string;
-
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), 'mirrorfleet-config-redis-'));
-});
-
-afterEach(() => {
-  rmSync(dir, { recursive: true, force: true });
-});
-
-function writeConfigFile(content: unknown): string {
-  const path = join(dir, 'config.json');
-  writeFileSync(path, JSON.stringify(content));
-  return path;
-}
+const { writeConfigFile } = setUpConfigDirectory('redis');
 
 describe('redis.url forms', () => {
   it('accepts a Sentinel URL in the file', () => {
