@@ -9,10 +9,10 @@ import { MirrorfleetError } from '../errors.ts';
 import { MirrorfleetProducer } from '../../queues/producer.ts';
 import type { MirrorResult } from '../../queues/mirror.ts';
 
-/** Exit codes of the `mirrorfleet` command, as the usage text documents them. */
+/** Exit codes of the `mirrorfleet` command. */
 export const EXIT = {
   success: 0,
-  /** A job failed, or Redis cannot be reached. */
+  /** A job failed or was not found, Redis cannot be reached, or the metrics or API server cannot listen on its port. */
   failed: 1,
   /** Invalid usage or input; nothing was enqueued. */
   usage: 2,
@@ -30,11 +30,19 @@ export class UsageError extends Error {}
 export class UnreachableError extends Error {}
 
 /**
- * Checks once, within 5 s, that Redis responds, so that a command fails with one clear line instead of
- * retrying forever against a wrong MIRRORFLEET_REDIS_URL.
+ * Checks once that Redis responds, so that a command fails with one clear line instead of retrying
+ * forever against a wrong MIRRORFLEET_REDIS_URL. Opening the connection and each reply have 5 s each,
+ * so a server that accepts connections but never replies (a stopped process) fails the check too.
  */
 export async function ensureRedisReachable(config: Config): Promise<void> {
-  const probe = createRedisConnection(config.redis, { lazyConnect: true, connectTimeout: 5_000, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
+  const probe = createRedisConnection(config.redis, {
+    lazyConnect: true,
+    connectTimeout: 5_000,
+    commandTimeout: 5_000,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    retryStrategy: () => null,
+  });
   // After a refused connection, connect() rejects only with ioredis's "Connection is closed.". The socket's
   // own error, such as ECONNREFUSED, arrives as an 'error' event, so the first one is kept as the cause.
   let socketError: Error | undefined;
@@ -46,7 +54,8 @@ export async function ensureRedisReachable(config: Config): Promise<void> {
     await probe.ping();
   } catch (error) {
     const cause = socketError ?? (error instanceof Error ? error : new Error(String(error)));
-    const reason = cause.message.replace(/\.$/, '');
+    // ioredis names a reply that did not come within commandTimeout only as "Command timed out".
+    const reason = cause.message === 'Command timed out' ? 'it accepted the connection but sent no reply within 5 s' : cause.message.replace(/\.$/, '');
     throw new UnreachableError(`cannot reach Redis at ${hideUrlCredentials(config.redis.url)}: ${reason}; check MIRRORFLEET_REDIS_URL`);
   } finally {
     probe.disconnect();

@@ -77,9 +77,9 @@ export const COMMAND_USAGE = {
 
 export type CommandName = keyof typeof COMMAND_USAGE;
 
-const EXIT_CODES = `Exit codes: 0 success; 1 a job failed, or Redis cannot be reached; 2 invalid usage or input, nothing
-enqueued; 3 --wait ended at --timeout while the job was still waiting or running (it keeps going:
-follow it with mirrorfleet job ID).
+const EXIT_CODES = `Exit codes: 0 success; 1 a job failed or was not found, Redis cannot be reached, or a server cannot
+listen on its port; 2 invalid usage or input, nothing enqueued; 3 --wait ended at --timeout while the job
+was still waiting or running (it keeps going: follow it with mirrorfleet job ID).
 `;
 
 const CONFIGURATION = `Configuration: MIRRORFLEET_CONFIG (a JSON file) and MIRRORFLEET_* variables, such as

@@ -160,6 +160,22 @@ describe('unreachable Redis', () => {
     expect(run.stderr).not.toContain('Connection is closed');
     expect(run.stderr).not.toContain('.;');
   });
+
+  test('server that never replies fails the check', async () => {
+    // Accepts connections and reads what arrives, but never writes a byte back.
+    const silent = createServer((socket) => socket.resume());
+    silent.listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const { port } = silent.address() as { port: number };
+    try {
+      const run = await runCommand(['job', '1'], { ...env, MIRRORFLEET_REDIS_URL: `redis://127.0.0.1:${port}` });
+
+      expect(run.code).toBe(1);
+      expect(run.stderr).toBe(`mirrorfleet: cannot reach Redis at redis://127.0.0.1:${port}: it accepted the connection but sent no reply within 5 s; check MIRRORFLEET_REDIS_URL\n`);
+    } finally {
+      silent.close();
+    }
+  });
 });
 
 describe('help', () => {
