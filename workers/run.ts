@@ -139,7 +139,7 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
   const handedBack = new Set<string>();
   // Lock waiters of this process wake up when a lock is released anywhere in the fleet.
   const lockReleases = LockReleaseListener.start(redis, config.redis.keyPrefix);
-  const locks: LockOptions = { ...DEFAULT_LOCK_OPTIONS, wakeups: lockReleases };
+  const lockOptions: LockOptions = { ...DEFAULT_LOCK_OPTIONS, wakeups: lockReleases };
   let transport: HttpTransport | undefined;
   let gates: ReturnType<typeof createRegistryGates>;
   const workers: Worker[] = [];
@@ -165,7 +165,7 @@ export async function startWorkers(options: WorkerProcessOptions): Promise<Runni
         concurrency: options.concurrency,
         logger,
         metrics,
-        locks,
+        locks: lockOptions,
         ...(options.lockDurationMs ? { lockDurationMs: options.lockDurationMs } : {}),
         isHandedBack: (job) => handedBack.has(jobKey(job)),
         onQueueError: (name, error) => reportError({ queue: name }, error, 'queue error'),
