@@ -10,41 +10,23 @@ import { fetchServiceAccountToken, OAUTH_USERNAME } from '../../src/providers/go
 import { HASH_LENGTH } from '../../src/providers/naming.ts';
 import { transportFetch } from '../../src/providers/sdk-http.ts';
 import type { HttpTransport } from '../../src/registry/http.ts';
-import { installLoopbackGuard, type LoopbackGuard } from '../net/loopback-guard.ts';
 import { pushRandomImage } from '../harness/fixtures.ts';
 import { startRegistry, type TestRegistry } from '../harness/registry.ts';
 import { startArStandIn, TEST_LOCATION, TEST_PROJECT, TEST_REPOSITORY, type ArStandIn } from './artifact-registry-standin.ts';
 import { startRegistryProxy, type RegistryProxy } from './registry-proxy.ts';
-import { loopbackTransport } from './setup.ts';
+import { setUpStandIn } from './helpers.ts';
 
 const SERVICE = { mode: 'service' as const, cluster: 'prod', service: 'api' };
 const DIGEST_A = `sha256:${'a'.repeat(64)}`;
 const DIGEST_B = `sha256:${'b'.repeat(64)}`;
 const WEEK = 7 * 86_400;
 
-let guard: LoopbackGuard;
 let transport: HttpTransport;
 let standIn: ArStandIn;
 
-beforeAll(() => {
-  guard = installLoopbackGuard();
-  transport = loopbackTransport();
-});
-
-afterAll(async () => {
-  await transport.close();
-  guard.restore();
-});
-
-beforeEach(async () => {
-  standIn = await startArStandIn();
-});
-
-afterEach(async () => {
-  await standIn.close();
-  expect(standIn.unexpected, 'requests the Artifact Registry stand-in did not expect').toEqual([]);
-  expect(guard.escapes, 'connections to anything but loopback').toEqual([]);
-  expect(guard.lookups, 'DNS lookups').toEqual([]);
+setUpStandIn('Artifact Registry', startArStandIn, (context) => {
+  transport = context.transport;
+  standIn = context.standIn;
 });
 
 function registry(overrides: Partial<ArtifactRegistryMirrorRegistry> = {}): ArtifactRegistryMirrorRegistry {

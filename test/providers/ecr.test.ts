@@ -7,13 +7,13 @@ import { copyImage } from '../../src/registry/copy.ts';
 import type { HttpTransport } from '../../src/registry/http.ts';
 import { RegistryClients } from '../../src/mirror/clients.ts';
 import { configFileSchema } from '../../src/config/config.ts';
-import { installLoopbackGuard, type LoopbackGuard } from '../net/loopback-guard.ts';
 import { pushRandomImage } from '../harness/fixtures.ts';
 import { startRegistry, type TestRegistry } from '../harness/registry.ts';
 import { inspectDigest } from '../harness/skopeo.ts';
 import { startEcrStandIn, type EcrStandIn } from './ecr-standin.ts';
 import { startRegistryProxy, type RegistryProxy } from './registry-proxy.ts';
-import { ecrRegistry, loopbackTransport, testEcrClient } from './setup.ts';
+import { setUpStandIn } from './helpers.ts';
+import { ecrRegistry, testEcrClient } from './setup.ts';
 
 const ECR_PATTERN = /^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*\/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
 const NGINX = parseReference('docker.io/library/nginx:1.27');
@@ -23,29 +23,12 @@ const DIGEST_B = `sha256:${'b'.repeat(64)}`;
 const INDEX_TYPE = 'application/vnd.oci.image.index.v1+json';
 const MANIFEST_TYPE = 'application/vnd.oci.image.manifest.v1+json';
 
-let guard: LoopbackGuard;
 let transport: HttpTransport;
 let standIn: EcrStandIn;
 
-beforeAll(() => {
-  guard = installLoopbackGuard();
-  transport = loopbackTransport();
-});
-
-afterAll(async () => {
-  await transport.close();
-  guard.restore();
-});
-
-beforeEach(async () => {
-  standIn = await startEcrStandIn();
-});
-
-afterEach(async () => {
-  await standIn.close();
-  expect(standIn.unexpected, 'requests the ECR stand-in did not expect').toEqual([]);
-  expect(guard.escapes, 'connections to anything but loopback').toEqual([]);
-  expect(guard.lookups, 'DNS lookups').toEqual([]);
+setUpStandIn('ECR', startEcrStandIn, (context) => {
+  transport = context.transport;
+  standIn = context.standIn;
 });
 
 function provider(options: { retentionSeconds?: number; host?: string; now?: () => number } = {}): EcrProvider {

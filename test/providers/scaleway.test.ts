@@ -1,4 +1,4 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { randomUUID } from 'node:crypto';
 import type { ScalewayMirrorRegistry } from '../../src/config/config.ts';
 import { ConfigError } from '../../src/errors.ts';
@@ -7,37 +7,19 @@ import { HASH_LENGTH } from '../../src/providers/naming.ts';
 import { createScalewayApi, namespaceName, NAMESPACE_RULES, readSecretKey, ScalewayProvider } from '../../src/providers/scaleway.ts';
 import { transportFetch } from '../../src/providers/sdk-http.ts';
 import type { HttpTransport } from '../../src/registry/http.ts';
-import { installLoopbackGuard, type LoopbackGuard } from '../net/loopback-guard.ts';
 import { startScalewayStandIn, TEST_PROJECT_ID, TEST_REGION, TEST_SECRET_KEY, type ScalewayStandIn } from './scaleway-standin.ts';
-import { loopbackTransport } from './setup.ts';
+import { setUpStandIn } from './helpers.ts';
 
 const DIGEST_A = `sha256:${'a'.repeat(64)}`;
 const DIGEST_B = `sha256:${'b'.repeat(64)}`;
 const NAMESPACES = `/registry/v1/regions/${TEST_REGION}/namespaces`;
 
-let guard: LoopbackGuard;
 let transport: HttpTransport;
 let standIn: ScalewayStandIn;
 
-beforeAll(() => {
-  guard = installLoopbackGuard();
-  transport = loopbackTransport();
-});
-
-afterAll(async () => {
-  await transport.close();
-  guard.restore();
-});
-
-beforeEach(async () => {
-  standIn = await startScalewayStandIn();
-});
-
-afterEach(async () => {
-  await standIn.close();
-  expect(standIn.unexpected, 'requests the Scaleway stand-in did not expect').toEqual([]);
-  expect(guard.escapes, 'connections to anything but loopback').toEqual([]);
-  expect(guard.lookups, 'DNS lookups').toEqual([]);
+setUpStandIn('Scaleway', startScalewayStandIn, (context) => {
+  transport = context.transport;
+  standIn = context.standIn;
 });
 
 function provider(prefix = ''): ScalewayProvider {

@@ -13,6 +13,7 @@ import { startRegistry, type TestRegistry } from '../harness/registry.ts';
 import { fleetEnv, runCli, startWorker, type WorkerProcess } from '../harness/workers.ts';
 import { startApiProcess, type ApiProcess } from '../api/helpers.ts';
 import { startPersistentRedis, type PersistentRedis } from './persistent-redis.ts';
+import { dumpRedis } from './redis-dump.ts';
 
 /**
  * Build and cleanup jobs, and the HTTP API, run with distinctive fake credentials. Two mirror registries
@@ -188,29 +189,6 @@ function buildBody(overrides: Record<string, unknown> = {}) {
   };
 }
 
-/** Reads every key of the Redis database with its value, whatever the key's type. */
-async function dumpRedis(): Promise<string> {
-  const lines: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, keys] = await connection.scan(cursor, 'COUNT', 1000);
-    cursor = next;
-    for (const key of keys) {
-      const type = await connection.type(key);
-      let value: unknown;
-      if (type === 'string') value = await connection.get(key);
-      else if (type === 'hash') value = await connection.hgetall(key);
-      else if (type === 'list') value = await connection.lrange(key, 0, -1);
-      else if (type === 'set') value = await connection.smembers(key);
-      else if (type === 'zset') value = await connection.zrange(key, 0, -1, 'WITHSCORES');
-      else if (type === 'stream') value = await connection.xrange(key, '-', '+');
-      else value = `(type ${type})`;
-      lines.push(`${key} ${type} ${JSON.stringify(value)}`);
-    }
-  } while (cursor !== '0');
-  return lines.join('\n');
-}
-
 /** Reads the config of an image (which contains its history) with skopeo, authenticated as the mirror registry's user. */
 async function imageConfig(reference: string): Promise<string> {
   const result = await execa('skopeo', ['inspect', '--config', '--tls-verify=false', '--creds', `${TARGET.username}:${TARGET.password}`, `docker://${reference}`]);
@@ -294,7 +272,7 @@ test('build and cleanup credentials appear nowhere', { timeout: 300_000 }, async
 
   const workerMetrics = await (await fetch(workerMetricsUrl)).text();
   const apiMetrics = record(await call('GET', '/metrics', {}));
-  const redisDump = await dumpRedis();
+  const redisDump = await dumpRedis(connection);
   const cliText = [cliBuild, cliJob, cliRelease, cliSweep, lockedSweep].map((run) => `${run.stdout}\n${run.stderr}`).join('\n');
   const responses = exchanges.map((exchange) => exchange.text).join('\n');
 

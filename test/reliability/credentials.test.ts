@@ -13,6 +13,7 @@ import { startRegistry, type TestRegistry } from '../harness/registry.ts';
 import { fleetEnv, runCli, startWorker, type WorkerProcess } from '../harness/workers.ts';
 import { waitForJobs } from './helpers.ts';
 import { startPersistentRedis, type PersistentRedis } from './persistent-redis.ts';
+import { dumpRedis } from './redis-dump.ts';
 
 /**
  * Mirror jobs run against registries that require basic auth and a Redis that requires a password, all
@@ -123,29 +124,6 @@ async function runJobs(producer: MirrorfleetProducer): Promise<{ outputs: string
   return { outputs, failures };
 }
 
-/** Reads every key of the Redis database with its value, whatever the key's type. */
-async function dumpRedis(): Promise<string> {
-  const lines: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, keys] = await connection.scan(cursor, 'COUNT', 1000);
-    cursor = next;
-    for (const key of keys) {
-      const type = await connection.type(key);
-      let value: unknown;
-      if (type === 'string') value = await connection.get(key);
-      else if (type === 'hash') value = await connection.hgetall(key);
-      else if (type === 'list') value = await connection.lrange(key, 0, -1);
-      else if (type === 'set') value = await connection.smembers(key);
-      else if (type === 'zset') value = await connection.zrange(key, 0, -1, 'WITHSCORES');
-      else if (type === 'stream') value = await connection.xrange(key, '-', '+');
-      else value = `(type ${type})`;
-      lines.push(`${key} ${type} ${JSON.stringify(value)}`);
-    }
-  } while (cursor !== '0');
-  return lines.join('\n');
-}
-
 function leaks(text: string): string[] {
   return NEEDLES.filter((needle) => text.includes(needle));
 }
@@ -159,7 +137,7 @@ test('credentials appear nowhere', async () => {
     const jobId = (JSON.parse(cliCopy.stdout) as { jobId: string }).jobId;
     const cliJob = await runCli(['job', jobId, '--json'], env);
     const metricsText = await (await fetch(metricsUrl)).text();
-    const redisDump = await dumpRedis();
+    const redisDump = await dumpRedis(connection);
 
     expect(cliCopy.code, cliCopy.stderr).toBe(0);
     expect(cliFailure.code, 'the CLI reports the denied source').toBe(1);
