@@ -131,7 +131,10 @@ export function normaliseMirrorRequest(request: MirrorRequest): MirrorRequest {
   return normal;
 }
 
-/** Deduplication id: identical requests waiting or running at the same time share one job. */
+/**
+ * Deduplication id: identical requests waiting at the same time share one job. The worker removes the
+ * id when the job starts, so a request made after that gets a job of its own.
+ */
 export function mirrorDedupeId(request: MirrorRequest): string {
   const normal = normaliseMirrorRequest(request);
   // `referrers` is appended only when set, so that requests without it keep the ids they had before it existed.

@@ -57,14 +57,15 @@ export class MirrorfleetProducer {
   }
 
   /**
-   * Enqueues a mirror job and returns it. While an identical request is waiting or running, its job is
-   * returned instead of a new one. Throws InvalidInputError naming each invalid field.
+   * Enqueues a mirror job and returns it. While an identical request is waiting, its job is returned
+   * instead of a new one; a job that has started running takes no more requests, because it may have
+   * resolved the source tag already. Throws InvalidInputError naming each invalid field.
    */
   async mirror(request: MirrorRequestInput): Promise<Job> {
     const normal = normaliseMirrorRequest(parseMirrorRequest(request));
     const dedupeId = mirrorDedupeId(normal);
     const job = await this.queue.add(MIRROR_QUEUE, normal, { deduplication: { id: dedupeId } });
-    // For a duplicate, BullMQ returns a job object carrying the id of the job already waiting or running.
+    // For a duplicate, BullMQ returns a job object carrying the id of the job already waiting.
     return job;
   }
 

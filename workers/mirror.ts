@@ -34,6 +34,11 @@ export function createMirrorWorker(options: WorkerDependencies): Worker {
       throw new UnrecoverableError(encodeJobFailure(error));
     }
 
+    // Identical requests that wait together share this job. Once it runs, a new identical request gets a
+    // job of its own: this job resolves the source tag from here on, and a request made after the tag
+    // moved must not get the digest it had before. The key goes before the first registry request.
+    await job.removeDeduplicationKey();
+
     let lastProgress = 0;
     let latest: MirrorProgress = { stage: 'resolving', blobsDone: 0, blobsTotal: 0, bytesPulled: 0, bytesPushed: 0 };
     const report = (update: MirrorProgress) => {

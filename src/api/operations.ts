@@ -86,13 +86,13 @@ function queueOperations(route: QueueRoute): OperationSpec[] {
       method: 'POST',
       path: base,
       summary: `Enqueue a ${route.queue} job`,
-      description: `${route.summary} An identical request made while a job for it waits or runs joins that job.`,
+      description: `${route.summary} ${route.queue === 'mirror' ? 'An identical request made while a job for it waits joins that job; a running mirror job takes no more requests, because it may have resolved the source tag already.' : 'An identical request made while a job for it waits or runs joins that job.'}`,
       body: route.requestSchema,
       bodyName: `${route.title}Request`,
       bodyExample: route.example,
       responses: {
         202: {
-          description: 'Enqueued, or joined an identical waiting or running job.',
+          description: route.queue === 'mirror' ? 'Enqueued, or joined an identical waiting job.' : 'Enqueued, or joined an identical waiting or running job.',
           schema: enqueuedJobSchema,
           schemaName: 'EnqueuedJob',
           headers: { Location: 'Path of the job: `/v1/queues/<queue>/jobs/<jobId>`.' },

@@ -59,7 +59,7 @@ export const enqueuedJobSchema = z.object({
   jobId: z.string(),
   queue: z.string(),
   state: z.enum(JOB_STATES),
-  coalesced: z.boolean().meta({ description: 'True when an identical request was waiting or running, and this request joined its job.' }),
+  coalesced: z.boolean().meta({ description: 'True when this request joined the job of an identical request (one waiting, or for build and cleanup jobs also one running).' }),
 });
 
 export type EnqueuedJob = z.output<typeof enqueuedJobSchema>;

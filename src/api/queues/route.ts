@@ -10,7 +10,7 @@ export interface QueuedJob {
   /** BullMQ job name. */
   name: string;
   data: unknown;
-  /** While a job with this id waits or runs, an identical request joins it instead of adding one. */
+  /** While a job with this id waits (or, except for mirror jobs, runs), an identical request joins it instead of adding one. */
   deduplicationId?: string;
 }
 
