@@ -58,8 +58,8 @@ export class MirrorfleetProducer {
 
   /**
    * Enqueues a mirror job and returns it. While an identical request is waiting, its job is returned
-   * instead of a new one; a job that has started running takes no more requests, because it may have
-   * resolved the source tag already. Throws InvalidInputError naming each invalid field.
+   * instead of a new one. A job that has started takes no more requests, because it may have resolved
+   * the source tag already. Throws InvalidInputError naming each invalid field.
    */
   async mirror(request: MirrorRequestInput): Promise<Job> {
     const normal = normaliseMirrorRequest(parseMirrorRequest(request));
