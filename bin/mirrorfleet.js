@@ -21,10 +21,13 @@ const sources = new URL('../src/cli/main.ts', import.meta.url);
 const compiled = installed || !existsSync(sources);
 const entry = compiled ? new URL('../dist/src/cli/main.js', import.meta.url) : sources;
 if (compiled && !existsSync(entry)) {
+  // Node does not strip types under node_modules, so an installed copy needs dist/ even when it has src/.
+  const reason = existsSync(sources)
+    ? 'Node.js does not run TypeScript sources under node_modules, and this installed copy was not compiled'
+    : 'this copy holds neither the TypeScript sources nor the compiled JavaScript';
   process.stderr.write(
-    `mirrorfleet: ${fileURLToPath(entry)} is missing: this copy holds neither the TypeScript sources nor the compiled ` +
-      'JavaScript (a git dependency is not compiled); install the tarball that `npm pack` writes in a mirrorfleet checkout, ' +
-      'or run `npm run build` there\n',
+    `mirrorfleet: ${fileURLToPath(entry)} is missing: ${reason}. Install the tarball that \`npm pack\` writes in a ` +
+      'mirrorfleet checkout (a git dependency is not compiled), or run `npm run build` in the copy\n',
   );
   process.exit(1);
 }

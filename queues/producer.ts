@@ -37,6 +37,32 @@ export interface ProducerOptions {
   secretKey?: string;
 }
 
+const PRODUCER_OPTIONS = ['connection', 'prefix', 'secretKey'] as const;
+
+/**
+ * Rejects option names the producer does not know, so that a mistyped one (such as `keyPrefix` for
+ * `prefix`) fails at once instead of sending jobs under another key prefix than the workers read.
+ */
+function rejectUnknownOptions(options: ProducerOptions): void {
+  const unknown = Object.keys(options).filter((name) => !(PRODUCER_OPTIONS as readonly string[]).includes(name));
+  if (unknown.length === 0) return;
+  const hint = unknown.includes('keyPrefix') ? ' (the key prefix is `prefix`)' : '';
+  throw new MirrorfleetError(
+    'INVALID_INPUT',
+    `MirrorfleetProducer options: unknown option ${unknown.map((name) => `"${name}"`).join(', ')}${hint}; accepted: ${PRODUCER_OPTIONS.join(', ')}`,
+  );
+}
+
+/**
+ * Lifts Node's limit of 10 listeners per event on a queue or queue events object. Each wait for a job
+ * adds a listener until the job finishes, and a producer that waits for many jobs at once is the
+ * intended use, so the warning that the limit prints would only be noise.
+ */
+function forManyWaits<T extends Queue | QueueEvents>(emitter: T): T {
+  emitter.setMaxListeners(0);
+  return emitter;
+}
+
 export class MirrorfleetProducer {
   private readonly queue: Queue;
   private readonly connection: Redis;
@@ -50,10 +76,11 @@ export class MirrorfleetProducer {
   private cleanupEvents: QueueEvents | undefined;
 
   constructor(options: ProducerOptions) {
+    rejectUnknownOptions(options);
     this.secretKey = options.secretKey === undefined ? undefined : parseSecretKey(options.secretKey);
     this.connection = options.connection;
     this.prefix = options.prefix ?? 'mirrorfleet';
-    this.queue = new Queue(MIRROR_QUEUE, { connection: options.connection, prefix: this.prefix, defaultJobOptions: MIRROR_JOB_OPTIONS });
+    this.queue = forManyWaits(new Queue(MIRROR_QUEUE, { connection: options.connection, prefix: this.prefix, defaultJobOptions: MIRROR_JOB_OPTIONS }));
   }
 
   /**
@@ -124,7 +151,7 @@ export class MirrorfleetProducer {
   /** Waits for the build job `jobId` to finish. */
   async waitForBuild(jobId: string, options: { timeoutMs: number }): Promise<BuildResult> {
     const queue = this.buildJobs();
-    this.buildEvents ??= new QueueEvents(BUILD_QUEUE, { connection: this.dedicatedConnection(), prefix: this.prefix });
+    this.buildEvents ??= forManyWaits(new QueueEvents(BUILD_QUEUE, { connection: this.dedicatedConnection(), prefix: this.prefix }));
     await this.buildEvents.waitUntilReady();
     const job = await Job.fromId(queue, jobId);
     if (!job) throw missingJobError(jobId, BUILD_QUEUE);
@@ -159,7 +186,7 @@ export class MirrorfleetProducer {
   /** Waits for the cleanup job `jobId` to finish. */
   async waitForCleanup(jobId: string, options: { timeoutMs: number }): Promise<CleanupResult> {
     const queue = this.cleanupJobs();
-    this.cleanupEvents ??= new QueueEvents(CLEANUP_QUEUE, { connection: this.dedicatedConnection(), prefix: this.prefix });
+    this.cleanupEvents ??= forManyWaits(new QueueEvents(CLEANUP_QUEUE, { connection: this.dedicatedConnection(), prefix: this.prefix }));
     await this.cleanupEvents.waitUntilReady();
     const job = await Job.fromId(queue, jobId);
     if (!job) throw missingJobError(jobId, CLEANUP_QUEUE);
@@ -176,12 +203,12 @@ export class MirrorfleetProducer {
   }
 
   private cleanupJobs(): Queue {
-    this.cleanupQueue ??= new Queue(CLEANUP_QUEUE, { connection: this.connection, prefix: this.prefix, defaultJobOptions: CLEANUP_JOB_OPTIONS });
+    this.cleanupQueue ??= forManyWaits(new Queue(CLEANUP_QUEUE, { connection: this.connection, prefix: this.prefix, defaultJobOptions: CLEANUP_JOB_OPTIONS }));
     return this.cleanupQueue;
   }
 
   private buildJobs(): Queue {
-    this.buildQueue ??= new Queue(BUILD_QUEUE, { connection: this.connection, prefix: this.prefix, defaultJobOptions: BUILD_JOB_OPTIONS });
+    this.buildQueue ??= forManyWaits(new Queue(BUILD_QUEUE, { connection: this.connection, prefix: this.prefix, defaultJobOptions: BUILD_JOB_OPTIONS }));
     return this.buildQueue;
   }
 
@@ -215,7 +242,7 @@ export class MirrorfleetProducer {
 
   private async queueEvents(): Promise<QueueEvents> {
     if (!this.events) {
-      this.events = new QueueEvents(MIRROR_QUEUE, { connection: this.dedicatedConnection(), prefix: this.prefix });
+      this.events = forManyWaits(new QueueEvents(MIRROR_QUEUE, { connection: this.dedicatedConnection(), prefix: this.prefix }));
       await this.events.waitUntilReady();
     }
     return this.events;

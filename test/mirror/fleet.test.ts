@@ -155,6 +155,30 @@ describe('mirror fleet', () => {
     await expect(producer.mirror({ ...request('x'), service: undefined })).rejects.toThrow(/service/);
   });
 
+  test('mistyped producer option is rejected', () => {
+    const options = { connection, keyPrefix } as unknown as ConstructorParameters<typeof MirrorfleetProducer>[0];
+
+    expect(() => new MirrorfleetProducer(options)).toThrow('MirrorfleetProducer options: unknown option "keyPrefix" (the key prefix is `prefix`); accepted: connection, prefix, secretKey');
+  });
+
+  test('many waits on one producer print no listener warning', async () => {
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
+    process.on('warning', onWarning);
+    const fresh = new MirrorfleetProducer({ connection, prefix: keyPrefix });
+    try {
+      const services = Array.from({ length: 15 }, (_, i) => `many-waits-${i}`);
+
+      await Promise.all(services.map((service) => fresh.mirrorAndWait(request(service), { timeoutMs: 120_000 })));
+      await new Promise((resolve) => setImmediate(resolve));
+
+      expect(warnings.filter((warning) => warning.startsWith('MaxListenersExceededWarning'))).toEqual([]);
+    } finally {
+      process.off('warning', onWarning);
+      await fresh.close();
+    }
+  });
+
   test('producer close leaves no connection open', async () => {
     const name = `probe-${randomBytes(3).toString('hex')}`;
     const own = new Redis(redis.url, { maxRetriesPerRequest: null, connectionName: name });
