@@ -8,9 +8,11 @@ import { COMMAND_USAGE, commandUsage, fullUsage, isCommandName, type CommandName
 export { describeResult, formatBytes } from './common.ts';
 
 /**
- * The `mirrorfleet` command. Exit codes (`EXIT` in common.ts): 0 success, 1 a job failed or was not
- * found, Redis cannot be reached, or a server cannot listen on its port, 2 invalid usage or input,
- * 3 `--wait` ended while the job was still waiting or running.
+ * The `mirrorfleet` command. Its exit codes are `EXIT` in common.ts:
+ * - 0 success;
+ * - 1 a job failed or was not found, Redis cannot be reached, or a server cannot listen on its port;
+ * - 2 invalid usage or input;
+ * - 3 `--wait` ended while the job was still waiting or running.
  */
 
 /**
