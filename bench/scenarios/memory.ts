@@ -1,13 +1,13 @@
 import { performance } from 'node:perf_hooks';
 import type { BenchContext } from '../context.ts';
-import { peakRss } from '../fleet.ts';
+import { peakRss, type FleetOptions } from '../fleet.ts';
 import type { BenchImage } from '../images.ts';
 import { prepareShippedWorker } from '../shipped.ts';
-import type { FleetOptions } from '../fleet.ts';
 
 /**
  * Scenario 5: peak resident memory (VmHWM) of a worker process that copies one image and nothing else:
- * the ~200 MB image of four layers, and an image of one 1 GiB layer. Each copy runs in a fresh worker
+ * the ~200 MB image of four layers, an image of one 1 GiB layer and one of a 256 MiB layer (smaller
+ * with `--quick`). Each copy runs in a fresh worker
  * process and an empty mirror registry; the peak is read after the job, before the process stops.
  * Two workers are measured: as the container image ships it (compiled JavaScript, the image's
  * NODE_OPTIONS), which the target applies to, and as a checkout runs it (TypeScript sources, the
@@ -16,7 +16,7 @@ import type { FleetOptions } from '../fleet.ts';
 
 export const MEMORY = '5 memory';
 const MB = 1e6;
-// Peak RSS varies by a few MB from run to run. Growth beyond this, from a layer to one 4 times larger, counts as growth with size.
+// Peak RSS varies by a few MB from run to run. Growth beyond this, from the middle layer to the large one, counts as growth with size.
 const GROWTH_ALLOWANCE_BYTES = 8 * 1024 * 1024;
 
 export async function memory(context: BenchContext): Promise<void> {
@@ -66,7 +66,7 @@ export async function memory(context: BenchContext): Promise<void> {
     small.max < 150 && large.max < 150,
   );
   // Layers up to the monolithic limit stream in one PUT; larger ones go up in chunks through one chunk
-  // buffer. Growth with size is measured between two layers that both go up in chunks, 4 times apart.
+  // buffer. Growth with size is measured between two layers that both go up in chunks (4 times apart in a full run).
   table.check(
     MEMORY,
     'peak RSS does not grow with layer size',
