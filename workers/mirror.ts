@@ -34,9 +34,8 @@ export function createMirrorWorker(options: WorkerDependencies): Worker {
       throw new UnrecoverableError(encodeJobFailure(error));
     }
 
-    // Identical requests that wait together share this job. Once it runs, a new identical request gets a
-    // job of its own: this job resolves the source tag from here on, and a request made after the tag
-    // moved must not get the digest it had before. The key goes before the first registry request.
+    // A running job takes no more identical requests, because it may resolve the source tag before a
+    // later request moved it. The key is removed before the first registry request for that reason.
     await job.removeDeduplicationKey();
 
     let lastProgress = 0;

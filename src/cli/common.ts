@@ -31,8 +31,8 @@ export class UnreachableError extends Error {}
 
 /**
  * Checks once that Redis responds, so that a command fails with one clear line instead of retrying
- * forever against a wrong MIRRORFLEET_REDIS_URL. Opening the connection and each reply have 5 s each,
- * so a server that accepts connections but never replies (a stopped process) fails the check too.
+ * forever against a wrong MIRRORFLEET_REDIS_URL. The connection and each reply time out after 5 s, so
+ * a server that accepts connections but never replies (a stopped process) fails the check too.
  */
 export async function ensureRedisReachable(config: Config): Promise<void> {
   const probe = createRedisConnection(config.redis, {

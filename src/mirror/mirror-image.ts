@@ -46,7 +46,7 @@ export interface MirrorContext {
   sweeps?: SweepScheduler;
   /** Recent tag lists of source repositories for referrer copies; one per RegistryClients when absent. */
   referrerTagLists?: TagListCache;
-  /** Source tag resolutions shared by the jobs of a process; one per RegistryClients when absent. */
+  /** Source tag resolutions shared by the jobs of a process. One per RegistryClients when absent. */
   sourceHeads?: SourceHeads;
 }
 

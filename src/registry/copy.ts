@@ -75,8 +75,8 @@ export interface CopyImageOptions {
   referrerTagLists?: TagListCache;
   /**
    * The response to a HEAD of the target tag that the caller has just sent (`head` undefined for a 404).
-   * The copy then uses it instead of sending the same HEAD again. A stale one costs no correctness: a
-   * tag that appeared meanwhile is pushed again with the same bytes.
+   * The copy then uses it instead of sending the same HEAD again. A stale response does not break the
+   * copy, because a tag that appeared meanwhile is pushed again with the same bytes.
    */
   targetTagHead?: { head: ManifestHead | undefined };
 }
@@ -164,7 +164,7 @@ class ImageCopier {
   private readonly refusedMounts = new Set<string>();
   /** Source manifests already read, by digest, so that a manifest read early is not read again. */
   private readonly sourceManifests = new Map<string, Manifest>();
-  /** Try a mount before a HEAD for a blob known in another repository; off once a mount is refused with 202. */
+  /** Whether a blob known in another repository is mounted before a HEAD. Turned off once a mount returns 202. */
   private mountFirst = false;
   private sourceTagDigest: string | undefined;
   private tagMoved = false;

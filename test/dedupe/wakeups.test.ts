@@ -34,7 +34,7 @@ afterAll(async () => {
 
 const key = () => `${prefix}:lock:${randomBytes(4).toString('hex')}`;
 
-test('release of a lock ends the pauses of its waiters only', async () => {
+test('release wakes its waiters only', async () => {
   const released = key();
   const other = key();
   await client.set(released, 'owner', 'PX', LONG_PAUSE_MS);
@@ -68,7 +68,7 @@ test('release by a stranger publishes nothing', async () => {
   await pause;
 });
 
-test('waiter takes the lock when the holder releases it, before its next poll', async () => {
+test('waiter takes released lock at once', async () => {
   const name = key();
   const options = { ttlMs: 10_000, waitMs: LONG_PAUSE_MS, wakeups: { channel: listener.channel, pause: (lockKey: string) => listener.pause(lockKey, LONG_PAUSE_MS) } };
   const order: string[] = [];

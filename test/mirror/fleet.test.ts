@@ -161,7 +161,7 @@ describe('mirror fleet', () => {
     expect(() => new MirrorfleetProducer(options)).toThrow('MirrorfleetProducer options: unknown option "keyPrefix" (the key prefix is `prefix`); accepted: connection, prefix, secretKey');
   });
 
-  test('many waits on one producer print no listener warning', async () => {
+  test('many waits print no warning', async () => {
     const warnings: string[] = [];
     const onWarning = (warning: Error) => warnings.push(`${warning.name}: ${warning.message}`);
     process.on('warning', onWarning);

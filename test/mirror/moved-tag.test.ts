@@ -64,7 +64,7 @@ test('request after a tag move gets a new job', async () => {
   expect(moved.action).toBe('updated');
 }, 120_000);
 
-test('identical requests waiting together still share one job', async () => {
+test('waiting identical requests share a job', async () => {
   await pushRandomImage(source.url, 'waiting/app', 'v1', [2_000]);
   await queue.pause();
   try {

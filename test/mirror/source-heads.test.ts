@@ -36,7 +36,7 @@ async function manifestHeads(): Promise<number> {
   return (await source.requests()).filter((entry) => entry.method === 'HEAD' && entry.path.includes('/manifests/')).length;
 }
 
-test('jobs requested before a HEAD was sent share its response', async () => {
+test('earlier requests share a HEAD', async () => {
   const heads = new SourceHeads();
   const requestedAt = Date.now() - 1_000;
 
@@ -47,7 +47,7 @@ test('jobs requested before a HEAD was sent share its response', async () => {
   expect(await manifestHeads()).toBe(1);
 });
 
-test('job requested after a tag moved gets the new digest', async () => {
+test('later request gets moved digest', async () => {
   let now = 1_000_000;
   const heads = new SourceHeads({ now: () => now });
   await pushRandomImage(source.url, 'library/moving', 'v1', [512]);
@@ -62,7 +62,7 @@ test('job requested after a tag moved gets the new digest', async () => {
   expect(await manifestHeads()).toBe(2);
 });
 
-test('response older than the maximum age is not shared', async () => {
+test('expired response is not shared', async () => {
   let now = 5_000_000;
   const heads = new SourceHeads({ maxAgeMs: 5_000, now: () => now });
   const requestedAt = now;
@@ -77,7 +77,7 @@ test('response older than the maximum age is not shared', async () => {
   expect(await manifestHeads()).toBe(2);
 });
 
-test('without a request time every call sends a HEAD', async () => {
+test('no request time sends HEAD', async () => {
   const heads = new SourceHeads();
 
   await heads.resolve(client, 'library/app', 'v1');
@@ -99,7 +99,7 @@ test('missing tag is not cached', async () => {
   expect(await manifestHeads()).toBe(3);
 });
 
-test('tags of other repositories and registries are resolved separately', async () => {
+test('other repositories resolved separately', async () => {
   const heads = new SourceHeads();
   const requestedAt = Date.now() - 1_000;
   await pushRandomImage(source.url, 'library/other', 'v1', [512]);

@@ -32,7 +32,7 @@ function run(bin: string): { status: number | null; stderr: string } {
   return { status: result.status, stderr: result.stderr };
 }
 
-test('copy without sources or dist names both as missing', async () => {
+test('copy without code names both', async () => {
   const bin = await copyOf('plain', ['bin', 'package.json']);
 
   const result = run(bin);
@@ -44,7 +44,7 @@ test('copy without sources or dist names both as missing', async () => {
   );
 });
 
-test('installed copy with sources only says why they do not run', async () => {
+test('installed sources without dist explained', async () => {
   const bin = await copyOf(join('node_modules', 'mirrorfleet'), ['bin', 'src', 'package.json']);
 
   const result = run(bin);

@@ -159,7 +159,7 @@ describe('copyImage', () => {
     expect((await inspectRaw(`${target.host}/gate/waiter:arm64`)).equals(await inspectRaw(`${source.host}/library/busybox:arm64`))).toBe(true);
   });
 
-  test('new tag mounts known blobs without looking them up first', async () => {
+  test('new tag mounts before lookup', async () => {
     const first = await copy('library/busybox', 'amd64', 'order/first');
     await target.clearLog();
 
@@ -170,7 +170,7 @@ describe('copyImage', () => {
     expect(blobHeads, 'no blob HEAD before the mounts').toEqual([]);
   });
 
-  test('existing tag looks blobs up before mounting them', async () => {
+  test('existing tag looks up first', async () => {
     await copy('library/busybox', 'amd64', 'order/base');
     // The repository has the image's blobs under one tag, and another tag that points at another image.
     await copy('library/busybox', 'amd64', 'order/update');
@@ -190,7 +190,7 @@ describe('copyImage', () => {
     expect(mounts, 'no mount of a blob the repository has').toEqual([]);
   });
 
-  test('reuses the caller\'s HEAD of the target tag', async () => {
+  test('reuses caller target tag HEAD', async () => {
     await target.clearLog();
 
     const result = await copy('library/busybox', 'arm64', 'head/reused', { targetTagHead: { head: undefined } });
