@@ -93,6 +93,8 @@ export interface RegistryErrorDetails {
   status?: number;
   retryable?: boolean;
   cause?: unknown;
+  /** Error codes listed in the response body, such as MANIFEST_BLOB_UNKNOWN. */
+  registryCodes?: readonly string[];
 }
 
 /** A registry answered with an error, or could not be reached. */
@@ -100,12 +102,14 @@ export class RegistryError extends MirrorfleetError {
   readonly registry: string;
   readonly operation: string;
   readonly status: number | undefined;
+  readonly registryCodes: readonly string[];
 
   constructor(code: ErrorCode, message: string, details: RegistryErrorDetails) {
     super(code, message, { retryable: details.retryable ?? false, cause: details.cause });
     this.registry = details.registry;
     this.operation = details.operation;
     this.status = details.status;
+    this.registryCodes = details.registryCodes ?? [];
   }
 }
 

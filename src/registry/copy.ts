@@ -4,6 +4,7 @@ import { transferBlob } from './blob-transfer.ts';
 import { readConfigPlatform } from './image-config.ts';
 import { sha256, type Manifest, type ManifestHead, type RegistryClient, type UploadStart } from './client.ts';
 import { ReferrerSync, type FallbackTagLock, type ReferrerFailurePolicy, type ReferrerSelection, type ReferrersResult, type TagListCache } from './referrers.ts';
+import { pushRechecking } from './manifest-push.ts';
 import { isNetworkError } from './retry.ts';
 import {
   NON_DISTRIBUTABLE_LAYER_TYPES,
@@ -188,6 +189,7 @@ class ImageCopier {
             ...(options.fallbackTagLock ? { fallbackTagLock: options.fallbackTagLock } : {}),
             ...(options.referrerTagLists ? { tagLists: options.referrerTagLists } : {}),
             copyContents: (manifest) => this.copyReferrerContents(manifest),
+            recheckContents: (manifest) => this.recheckContents(manifest),
             onManifestBytes: (pulled, pushed) => {
               this.counts.bytes.pulled += pulled;
               this.counts.bytes.pushed += pushed;
@@ -453,7 +455,10 @@ class ImageCopier {
    */
   private async pushManifest(manifest: Manifest, reference: string, image?: { label: string; parsed: ParsedManifest }, counted = true): Promise<void> {
     try {
-      await this.target.client.putManifest(this.target.repository, reference, manifest);
+      await pushRechecking(
+        () => this.target.client.putManifest(this.target.repository, reference, manifest),
+        () => this.recheckContents(manifest),
+      );
     } catch (error) {
       const rejected = error instanceof RegistryError && !error.retryable && error.status !== undefined && error.status !== 401 && error.status !== 403;
       if (!rejected || image?.parsed.kind !== 'image' || foreignLayers(image.parsed).length === 0) throw error;
@@ -466,6 +471,30 @@ class ImageCopier {
     }
     if (counted) this.counts.manifests.copied += 1;
     this.counts.bytes.pushed += manifest.bytes.length;
+  }
+
+  /**
+   * Looks up in the target repository what `manifest` references, after the target answered its PUT
+   * with MANIFEST_BLOB_UNKNOWN, and places again what is missing. Blobs are not mounted before this
+   * lookup: a mount rewrites the link that another job's PUT may be reading.
+   */
+  private async recheckContents(manifest: Manifest): Promise<void> {
+    const { client: target, repository } = this.target;
+    this.mountFirst = false;
+    const parsed = this.parse(manifest, manifest.digest);
+    if (parsed.kind === 'index') {
+      await Promise.all(parsed.manifests.map((child) => this.copyManifestByDigest(child, manifest.digest, false)));
+      return;
+    }
+    const foreign = new Set(foreignLayers(parsed));
+    const descriptors = [parsed.config, ...parsed.layers].filter((descriptor) => !foreign.has(descriptor));
+    await Promise.all(
+      descriptors.map(async (descriptor) => {
+        if ((await target.headBlob(repository, descriptor.digest)) !== undefined) return;
+        this.blobs.delete(descriptor.digest);
+        await this.copyBlobOnce(descriptor);
+      }),
+    );
   }
 
   private async copyBlobsOf(manifest: ImageManifest): Promise<void> {
@@ -501,40 +530,48 @@ class ImageCopier {
     // because a mount pulls nothing from the source. The gate exists so that one worker of the fleet
     // pulls each blob, and many jobs for the same image in different repositories would otherwise
     // mount one after another, each waiting for the gate.
-    if ((await this.mountCandidates(descriptor.digest)).length > 0) {
-      if (await this.placeWithoutTransfer(descriptor)) return;
+    const known = await this.knownLocations(descriptor.digest);
+    if (this.mountCandidates(descriptor.digest, known).length > 0) {
+      if (await this.placeWithoutTransfer(descriptor, known)) return;
       await gate(descriptor.digest, gated);
       return;
     }
 
     // No location yet, so some worker has to pull it. A waiter stops waiting once the holder has recorded
     // a location, and mounts from there; a mount that fails sends it back to the gate.
-    const ran = await gate(descriptor.digest, gated, async () => (await this.mountCandidates(descriptor.digest)).length > 0);
-    if (ran || (await this.placeWithoutTransfer(descriptor))) return;
+    const ran = await gate(descriptor.digest, gated, async () => this.mountCandidates(descriptor.digest, await this.knownLocations(descriptor.digest)).length > 0);
+    if (ran || (await this.placeWithoutTransfer(descriptor, await this.knownLocations(descriptor.digest)))) return;
     await gate(descriptor.digest, gated);
   }
 
-  private async mountCandidates(digest: string): Promise<string[]> {
-    const candidates = (await this.options.mountSources?.(digest)) ?? [];
-    return candidates.filter((candidate) => candidate !== this.target.repository && !this.refusedMounts.has(`${candidate} ${digest}`)).slice(0, 3);
+  /** Repositories of the target registry that the location records name for `digest`, the target's own included. */
+  private async knownLocations(digest: string): Promise<string[]> {
+    return (await this.options.mountSources?.(digest)) ?? [];
+  }
+
+  /** Up to three repositories from `known` to mount `digest` from: not the target, and not refused before. */
+  private mountCandidates(digest: string, known: readonly string[]): string[] {
+    return known.filter((candidate) => candidate !== this.target.repository && !this.refusedMounts.has(`${candidate} ${digest}`)).slice(0, 3);
   }
 
   /**
    * Places a blob in the target repository without pulling it: present already, or mounted from a
    * repository that the target registry holds it in. Returns false when neither worked.
    */
-  private async placeWithoutTransfer(descriptor: Descriptor): Promise<boolean> {
+  private async placeWithoutTransfer(descriptor: Descriptor, known: readonly string[]): Promise<boolean> {
     const { client: target, repository } = this.target;
     const { digest } = descriptor;
-    // A mount of a blob the repository already has returns 201 as well, so it counts as mounted then.
-    const mountFirst = this.mountFirst;
-    if (mountFirst && (await this.mountFromCandidates(digest))) {
+    // A mount of a blob the repository already has returns 201 as well, so it counts as mounted then. It
+    // also rewrites the blob's link, and distribution fails a manifest PUT that reads the link meanwhile
+    // (see pushRechecking), so a blob recorded in the target repository is looked up first.
+    const mountFirst = this.mountFirst && !known.includes(repository);
+    if (mountFirst && (await this.mountFromCandidates(digest, known))) {
       await this.options.onBlobStored?.(digest, repository);
       return true;
     }
     if ((await target.headBlob(repository, digest)) !== undefined) {
       this.counts.blobs.present += 1;
-    } else if (mountFirst || !(await this.mountFromCandidates(digest))) {
+    } else if (mountFirst || !(await this.mountFromCandidates(digest, known))) {
       return false;
     }
     await this.options.onBlobStored?.(digest, repository);
@@ -542,8 +579,8 @@ class ImageCopier {
   }
 
   /** Tries a cross-repository mount from each known location; returns true when one was mounted (201). */
-  private async mountFromCandidates(digest: string): Promise<boolean> {
-    for (const from of await this.mountCandidates(digest)) {
+  private async mountFromCandidates(digest: string, known: readonly string[]): Promise<boolean> {
+    for (const from of this.mountCandidates(digest, known)) {
       const start = await this.startMount(digest, from);
       if (start?.mounted) {
         this.counts.blobs.mounted += 1;
@@ -584,7 +621,7 @@ class ImageCopier {
 
     // Known elsewhere in the target registry: a mount moves no bytes. Only 201 counts as mounted.
     let location: URL | undefined;
-    for (const from of await this.mountCandidates(digest)) {
+    for (const from of this.mountCandidates(digest, await this.knownLocations(digest))) {
       const start = await this.startMount(digest, from);
       if (start?.mounted) {
         this.counts.blobs.mounted += 1;

@@ -66,7 +66,7 @@ export async function sortResponse(response: HttpResponse, context: ResponseCont
   if (isTransientStatus(status, detail.codes)) {
     return new TransientResponse(status, answeredBy, detail.text, parseRetryAfter(header(response, 'retry-after')));
   }
-  return permanentError(status, detail.text, context);
+  return permanentError(status, detail.text, context, detail.codes);
 }
 
 /** Returns true for 429, and for a 5xx other than 501 whose body lists no permanent error code. */
@@ -77,7 +77,7 @@ export function isTransientStatus(status: number, codes: readonly string[] = [])
 }
 
 /** Builds the RegistryError for a response that another attempt cannot change. */
-export function permanentError(status: number, detail: string, context: ResponseContext): RegistryError {
+export function permanentError(status: number, detail: string, context: ResponseContext, registryCodes: readonly string[] = []): RegistryError {
   const { registry, operation } = context;
   let code: ErrorCode = 'REGISTRY_PROTOCOL';
   let advice = '';
@@ -92,7 +92,7 @@ export function permanentError(status: number, detail: string, context: Response
     advice = `; ${registry} serves HTTPS, so remove it from MIRRORFLEET_INSECURE_REGISTRIES`;
   }
   const message = redact(`${context.answeredBy ?? registry} answered ${status}${detail} while ${operation}${advice}`);
-  return new RegistryError(code, message, { registry, operation, status, retryable: false });
+  return new RegistryError(code, message, { registry, operation, status, retryable: false, registryCodes });
 }
 
 /** Reads at most `limit` bytes of a body; throws the error from `tooLarge` when there are more. */

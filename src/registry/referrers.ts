@@ -1,5 +1,6 @@
 import { MissingChildError, RegistryError, UnsupportedManifestError } from '../errors.ts';
 import { sha256, type Manifest, type RegistryClient } from './client.ts';
+import { pushRechecking } from './manifest-push.ts';
 import { OCI_INDEX, isIndexType, parseManifest, type Descriptor } from './media-types.ts';
 
 /**
@@ -101,6 +102,8 @@ export interface ReferrerSyncOptions {
   fallbackTagLock?: FallbackTagLock;
   /** Copies what a manifest references (its blobs, or the child manifests of an index) into the target repository. */
   copyContents: (manifest: Manifest) => Promise<void>;
+  /** Places again what a manifest references and the target lacks, after a PUT was refused for it; see pushRechecking. */
+  recheckContents: (manifest: Manifest) => Promise<void>;
   /** Called with the bytes of each manifest read from the source and pushed to the target. */
   onManifestBytes?: (pulled: number, pushed: number) => void;
   /** Tag lists of source repositories shared with other copies; each copy reads its own when absent. */
@@ -453,7 +456,10 @@ export class ReferrerSync {
       const manifest = await this.readSource(descriptor.digest, subject);
       artifactType = candidate.artifactType ?? artifactTypeOf(manifest);
       await this.options.copyContents(manifest);
-      const pushed = await this.target.client.putManifestWithSubject(this.target.repository, descriptor.digest, manifest);
+      const pushed = await pushRechecking(
+        () => this.target.client.putManifestWithSubject(this.target.repository, descriptor.digest, manifest),
+        () => this.options.recheckContents(manifest),
+      );
       this.options.onManifestBytes?.(0, manifest.bytes.length);
       if (pushed.subject !== undefined) {
         rememberApiSupport(this.target.client, true);
@@ -537,7 +543,10 @@ export class ReferrerSync {
       artifactType = cosignArtifactType(manifest);
 
       await this.options.copyContents(manifest);
-      await this.target.client.putManifest(this.target.repository, tag, manifest);
+      await pushRechecking(
+        () => this.target.client.putManifest(this.target.repository, tag, manifest),
+        () => this.options.recheckContents(manifest!),
+      );
       this.options.onManifestBytes?.(0, manifest.bytes.length);
       this.record(subject, manifest.digest, artifactType, true, tag);
       return manifest.digest;

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { HttpTransport } from '../../src/registry/http.ts';
 import { NetworkPolicy } from '../../src/net/policy.ts';
 import { RegistryClient, sha256 } from '../../src/registry/client.ts';
@@ -188,6 +189,69 @@ describe('copyImage', () => {
     expect(updated.blobs.mounted).toBe(0);
     const mounts = (await target.requests()).filter((entry) => entry.method === 'POST' && entry.path.includes('/blobs/uploads/'));
     expect(mounts, 'no mount of a blob the repository has').toEqual([]);
+  });
+
+  test('new tag looks up blobs recorded in its own repository', async () => {
+    await copy('library/busybox', 'amd64', 'order/elsewhere');
+    await copy('library/busybox', 'amd64', 'order/recorded');
+    await target.clearLog();
+
+    const result = await copyImage(
+      { client: sourceClient, repository: 'library/busybox', tag: 'amd64' },
+      { client: targetClient, repository: 'order/recorded', tag: 'second' },
+      { mountSources: () => ['order/elsewhere', 'order/recorded'] },
+    );
+
+    expect(result.previousTargetDigest, 'the tag is new').toBeUndefined();
+    expect(result.blobs.present).toBe(2);
+    const mounts = (await target.requests()).filter((entry) => entry.method === 'POST' && entry.path.includes('/blobs/uploads/'));
+    expect(mounts, 'no mount rewrites a link the repository has').toEqual([]);
+  });
+
+  test('blob lost before the manifest PUT is placed again', async () => {
+    const config = (await sourceClient.getManifest('library/busybox', 'arm64'))!;
+    const configDigest = (JSON.parse(config.bytes.toString('utf8')) as { config: { digest: string } }).config.digest;
+    let deleted = false;
+    await target.clearLog();
+
+    // The first time the config blob is in place, it is deleted from the repository again.
+    const result = await copy('library/busybox', 'arm64', 'lost/config', {
+      onBlobStored: async (digest, repository) => {
+        if (digest !== configDigest || deleted) return;
+        deleted = true;
+        const response = await fetch(`${target.url}/v2/${repository}/blobs/${digest}`, { method: 'DELETE' });
+        expect(response.status).toBe(202);
+      },
+    });
+
+    expect(deleted).toBe(true);
+    expect(result.blobs.copied, 'the config blob went up twice').toBe(3);
+    const manifestPuts = (await target.requests()).filter((entry) => entry.method === 'PUT' && entry.path.includes('/manifests/'));
+    expect(manifestPuts.map((entry) => entry.status)).toEqual([400, 201]);
+    expect((await inspectRaw(`${target.host}/lost/config:arm64`)).equals(await inspectRaw(`${source.host}/library/busybox:arm64`))).toBe(true);
+  });
+
+  test('new tags mounted into one repository at once all land', async () => {
+    await copy('library/busybox', 'amd64', 'race/source');
+    const tags = Array.from({ length: 40 }, (_, index) => `t${index}`);
+
+    // Each copy mounts every blob into race/shared, rewriting links that the other copies' PUTs read.
+    // The copies start a millisecond apart, so that one's mounts meet another's PUT.
+    const results = await Promise.allSettled(
+      tags.map(async (tag, index) => {
+        await sleep(index);
+        return copyImage(
+          { client: sourceClient, repository: 'library/busybox', tag: 'amd64' },
+          { client: targetClient, repository: 'race/shared', tag },
+          { mountSources: () => ['race/source'] },
+        );
+      }),
+    );
+
+    const failures = results.flatMap((result) => (result.status === 'rejected' ? [String(result.reason)] : []));
+    expect(failures).toEqual([]);
+    const sourceBytes = await inspectRaw(`${source.host}/library/busybox:amd64`);
+    for (const tag of tags) expect((await inspectRaw(`${target.host}/race/shared:${tag}`)).equals(sourceBytes), tag).toBe(true);
   });
 
   test('reuses caller target tag HEAD', async () => {
