@@ -8,15 +8,16 @@ import { isNetworkError } from './retry.ts';
  * registry ignores Range and sends the whole blob again, the bytes delivered already are skipped.
  * The first request is made before this returns, so a missing blob fails here and not mid-stream.
  * @param maxResumes how many times a broken body is resumed before its error is passed on.
+ * @param start offset of the first byte to deliver; above 0, the first request has a Range header too.
  */
-export async function openResumableBlob(client: RegistryClient, repository: string, digest: string, maxResumes: number): Promise<Readable> {
-  const first = await client.getBlob(repository, digest);
-  return Readable.from(resumingChunks(client, repository, digest, first, maxResumes), { objectMode: false });
+export async function openResumableBlob(client: RegistryClient, repository: string, digest: string, maxResumes: number, start = 0): Promise<Readable> {
+  const first = await client.getBlob(repository, digest, start);
+  return Readable.from(resumingChunks(client, repository, digest, first, maxResumes, start), { objectMode: false });
 }
 
-async function* resumingChunks(client: RegistryClient, repository: string, digest: string, first: BlobStream, maxResumes: number): AsyncGenerator<Buffer> {
+async function* resumingChunks(client: RegistryClient, repository: string, digest: string, first: BlobStream, maxResumes: number, start: number): AsyncGenerator<Buffer> {
   let blob = first;
-  let delivered = 0;
+  let delivered = start;
   let resumes = 0;
   for (;;) {
     try {

@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
-import { Transform, type TransformCallback } from 'node:stream';
+import { Readable, Transform, addAbortSignal, type TransformCallback } from 'node:stream';
 import { DigestMismatchError } from '../errors.ts';
 import { openResumableBlob } from './blob-reader.ts';
 import type { RegistryClient } from './client.ts';
@@ -72,9 +72,8 @@ export class DigestVerifier extends Transform {
 
 /**
  * Copies one blob of `size` bytes. Returns the number of bytes pushed to the target.
- * A download that breaks resumes with a Range request (see blob-reader.ts). A chunked upload keeps one
- * chunk in memory at a time, so that a PATCH that fails can be resumed from the offset the registry
- * reports (see `RegistryClient.uploadChunk`).
+ * A download that breaks resumes with a Range request (see blob-reader.ts). A PATCH that fails is
+ * resumed from the offset the registry reports (see `RegistryClient.uploadChunk`).
  */
 export async function transferBlob(ends: BlobTransferEnds, digest: string, size: number, options: BlobTransferOptions): Promise<number> {
   const { source, target, sourceRepository, targetRepository } = ends;
@@ -106,21 +105,20 @@ export async function transferBlob(ends: BlobTransferEnds, digest: string, size:
       return size;
     }
 
-    const iterator = verifier[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-    const pending: { leftover: Buffer | undefined } = { leftover: undefined };
-    // One buffer receives each chunk in turn, so a blob of any size allocates one chunk. The next chunk is
-    // read into it only after the PATCH of the previous one has succeeded, because a PATCH that fails
-    // is resumed from these bytes.
-    const buffer = Buffer.allocUnsafe(Math.min(options.chunkBytes, size));
+    // Each chunk streams from the verifier into its PATCH, so no chunk is held in memory. A PATCH that
+    // failed is resumed from the offset the registry reports, and the bytes it lost are read from the
+    // source again.
+    const chunks = new ChunkStreams(verifier, digest, size, async (from) => {
+      const again = await openResumableBlob(source, sourceRepository, digest, source.retryPolicy.maxAttempts - 1, from);
+      if (options.signal) addAbortSignal(options.signal, again);
+      return again;
+    }, options.onBytes);
     for (let offset = 0; offset < size; offset += options.chunkBytes) {
-      const length = Math.min(options.chunkBytes, size - offset);
-      const read = await readInto(iterator, pending, buffer, length);
-      if (read < length) throw new DigestMismatchError(`blob ${digest} ended after ${offset + read} of ${size} bytes`);
-      location = await target.uploadChunk(targetRepository, location, buffer.subarray(0, length), offset, length);
+      const end = Math.min(offset + options.chunkBytes, size);
+      location = await target.uploadChunk(targetRepository, location, (from) => chunks.body(from, end), offset, end - offset);
     }
     // One more read lets the verifier finish: it throws here when the digest or size is wrong.
-    const end = await iterator.next();
-    if (!end.done) throw new DigestMismatchError(`blob ${digest} sent more than the ${size} bytes its descriptor states`);
+    await chunks.finish();
     await target.finishUpload(targetRepository, location, digest);
     return size;
   } catch (error) {
@@ -135,26 +133,88 @@ export async function transferBlob(ends: BlobTransferEnds, digest: string, size:
 }
 
 /**
- * Copies exactly `count` bytes from `iterator` into the start of `target` (fewer only when it ends),
- * keeping the rest for the next call. Returns the number of bytes copied.
+ * The bytes of a blob as one stream per PATCH. Each call to `body` waits until the stream it returned
+ * before has closed, so two PATCH bodies never read the blob at once.
  */
-async function readInto(iterator: AsyncIterator<Buffer>, pending: { leftover: Buffer | undefined }, target: Buffer, count: number): Promise<number> {
-  let filled = 0;
-  while (filled < count) {
-    let chunk = pending.leftover;
-    pending.leftover = undefined;
-    if (!chunk) {
-      const next = await iterator.next();
-      if (next.done) break;
-      chunk = next.value;
-    }
-    const remaining = count - filled;
-    if (chunk.length > remaining) {
-      pending.leftover = chunk.subarray(remaining);
-      chunk = chunk.subarray(0, remaining);
-    }
-    chunk.copy(target, filled);
-    filled += chunk.length;
+class ChunkStreams {
+  private readonly iterator: AsyncIterator<Buffer>;
+  private readonly digest: string;
+  private readonly size: number;
+  private readonly reread: (from: number) => Promise<Readable>;
+  private readonly onBytes: ((bytes: number) => void) | undefined;
+  private leftover: Buffer | undefined;
+  /** Offset in the blob of the next byte to read from the verifier. */
+  private readOffset = 0;
+  private current: Readable | undefined;
+  private closed: Promise<void> = Promise.resolve();
+
+  constructor(verified: Readable, digest: string, size: number, reread: (from: number) => Promise<Readable>, onBytes?: (bytes: number) => void) {
+    this.iterator = verified[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    this.digest = digest;
+    this.size = size;
+    this.reread = reread;
+    this.onBytes = onBytes;
   }
-  return filled;
+
+  /** Returns a stream of the blob's bytes from offset `from` to `end` (exclusive). */
+  body(from: number, end: number): Readable {
+    const previous = this.closed;
+    this.current?.destroy();
+    const stream = Readable.from(this.bytes(from, end, previous), { objectMode: false });
+    this.closed = new Promise((resolve) => stream.once('close', () => resolve()));
+    this.current = stream;
+    return stream;
+  }
+
+  /** Reads the end of the blob; throws when the verifier finds the digest or the size wrong. */
+  async finish(): Promise<void> {
+    await this.closed;
+    const next = this.leftover ? { done: false } : await this.iterator.next();
+    if (!next.done) throw new DigestMismatchError(`blob ${this.digest} sent more than the ${this.size} bytes its descriptor states`);
+  }
+
+  private async *bytes(from: number, end: number, previous: Promise<void>): AsyncGenerator<Buffer> {
+    await previous;
+    if (from > this.readOffset) throw new Error(`unreachable: a PATCH from byte ${from} of blob ${this.digest}, which has delivered ${this.readOffset}`);
+    if (from < this.readOffset) yield* this.again(from, this.readOffset);
+
+    while (this.readOffset < end) {
+      let chunk = this.leftover;
+      this.leftover = undefined;
+      if (!chunk) {
+        const next = await this.iterator.next();
+        if (next.done) throw new DigestMismatchError(`blob ${this.digest} ended after ${this.readOffset} of ${this.size} bytes`);
+        chunk = next.value;
+      }
+      const remaining = end - this.readOffset;
+      if (chunk.length > remaining) {
+        this.leftover = chunk.subarray(remaining);
+        chunk = chunk.subarray(0, remaining);
+      }
+      this.readOffset += chunk.length;
+      yield chunk;
+    }
+  }
+
+  /**
+   * Reads bytes `from` to `to` from the source again, for a PATCH that lost them after the verifier
+   * had hashed them.
+   * NOTE: these bytes are not hashed again. The target's digest check at the final PUT covers them.
+   */
+  private async *again(from: number, to: number): AsyncGenerator<Buffer> {
+    const stream = await this.reread(from);
+    let missing = to - from;
+    try {
+      for await (const chunk of stream) {
+        const data = (chunk as Buffer).subarray(0, missing);
+        missing -= data.length;
+        this.onBytes?.(data.length);
+        yield data;
+        if (missing === 0) return;
+      }
+    } finally {
+      stream.destroy();
+    }
+    throw new DigestMismatchError(`blob ${this.digest} ended after ${to - missing} of ${this.size} bytes when read again from byte ${from}`);
+  }
 }

@@ -327,20 +327,21 @@ export class RegistryClient {
   }
 
   /**
-   * Sends one chunk of a chunked upload and returns the Location for the next request. When `body` is
-   * a Buffer, a PATCH that fails transiently is followed by a status request, and only the bytes the
-   * registry reports missing are sent again. A stream body is sent once.
+   * Sends one chunk of a chunked upload and returns the Location for the next request. A PATCH that
+   * fails transiently is followed by a status request, and only the bytes the registry reports missing
+   * are sent again: from the Buffer, or from the stream that `body(from)` returns for them.
    * @throws RegistryError (retryable) when the session is gone, so the caller starts a new upload.
    */
-  async uploadChunk(repository: string, location: URL, body: HttpBody, offset: number, length: number): Promise<URL> {
+  async uploadChunk(repository: string, location: URL, body: ChunkBody, offset: number, length: number): Promise<URL> {
     const operation = `uploading bytes ${offset}-${offset + length - 1} to ${repository}`;
     const end = offset + length;
     const budget = this.budget(operation);
     let current = location;
     let sent = offset;
+    let reauthorized = false;
 
     for (;;) {
-      const remaining = body instanceof Uint8Array ? Buffer.from(body.buffer, body.byteOffset + (sent - offset), end - sent) : body;
+      const remaining = body instanceof Uint8Array ? Buffer.from(body.buffer, body.byteOffset + (sent - offset), end - sent) : await body(sent);
       const call: Call = {
         method: 'PATCH',
         url: current,
@@ -356,12 +357,17 @@ export class RegistryClient {
       };
       try {
         const exchange = await this.exchange(call);
-        if (exchange.response.statusCode !== 202) throw await sortResponse(exchange.response, { registry: this.registry, operation, answeredBy: exchange.answeredBy });
-        await discard(exchange.response);
-        return this.uploadLocation(exchange, operation);
+        const { response } = exchange;
+        // sendAuthorized learns the challenge of a 401 but does not send a stream again, so after a 401
+        // the bytes are sent again from here, once.
+        const challenged = response.statusCode === 401 && !(remaining instanceof Uint8Array) && !reauthorized;
+        if (response.statusCode !== 202 && !challenged) throw await sortResponse(response, { registry: this.registry, operation, answeredBy: exchange.answeredBy });
+        await discard(response);
+        if (!challenged) return this.uploadLocation(exchange, operation);
+        reauthorized = true;
       } catch (error) {
         if (!(error instanceof TransientResponse) && !isNetworkError(error)) throw error;
-        await budget.retryAfter(error, isReplayable(body));
+        await budget.retryAfter(error, true);
       }
 
       // The registry may have stored part of the chunk before the failure, so request its upload status.
@@ -743,6 +749,12 @@ function releaseWhenClosed(response: HttpResponse, permit: GatePermit): void {
   if (response.body.closed) permit.release();
   else response.body.once('close', () => permit.release());
 }
+
+/**
+ * Body of one chunk of a chunked upload: its bytes, or a function that returns a stream of the chunk's
+ * bytes from offset `from` in the blob to the chunk's end, called again after a PATCH failed.
+ */
+export type ChunkBody = Uint8Array | ((from: number) => HttpBody | Promise<HttpBody>);
 
 /** True when a body can be sent a second time: no body, a string or bytes. A stream is read once. */
 function isReplayable(body: HttpBody | undefined): boolean {

@@ -133,7 +133,18 @@ describe('broken chunked upload', () => {
     const targetServer = await startScriptedServer();
     const blob = Buffer.from('0123456789ab');
     const digest = sha256Of(blob);
-    sourceServer.expect({ method: 'GET', path: `/v2/app/blobs/${digest}`, reply: { status: 200, body: blob } });
+    sourceServer.expect(
+      { method: 'GET', path: `/v2/app/blobs/${digest}`, reply: { status: 200, body: blob } },
+      // The bytes the broken PATCH lost are read from the source again.
+      {
+        method: 'GET',
+        path: `/v2/app/blobs/${digest}`,
+        reply: (request: { headers: Record<string, unknown> }) =>
+          request.headers.range === 'bytes=6-'
+            ? { status: 206, headers: { 'content-range': 'bytes 6-11/12' }, body: blob.subarray(6) }
+            : { status: 416, body: `expected bytes=6-, got ${String(request.headers.range)}` },
+      },
+    );
     const patch = (path: string, range: string, next: string) => ({
       method: 'PATCH',
       path,
@@ -159,5 +170,50 @@ describe('broken chunked upload', () => {
 
     const sent = targetServer.requests.filter((request) => request.method === 'PATCH' && request.body.length > 0);
     expect(sent.map((request) => request.body.toString())).toEqual(['0123', '67', '89ab']);
+  });
+
+  test('PATCH answered 401 is sent again with a new token', async () => {
+    const sourceServer = await startScriptedServer();
+    const targetServer = await startScriptedServer();
+    const blob = Buffer.from('0123456789ab');
+    const digest = sha256Of(blob);
+    const challenge = { 'www-authenticate': `Bearer realm="${targetServer.url}/token",service="scripted"` };
+    const token = (name: string) => ({ method: 'GET', path: /^\/token\?/, reply: { status: 200, body: { token: name } } });
+    const withToken = (name: string, reply: { status: number; headers?: Record<string, string> }) => (request: { headers: Record<string, unknown> }) =>
+      request.headers.authorization === `Bearer ${name}` ? reply : { status: 401, headers: challenge };
+    sourceServer.expect(
+      { method: 'GET', path: `/v2/app/blobs/${digest}`, reply: { status: 200, body: blob } },
+      // The bytes of the rejected PATCH are read from the source again.
+      { method: 'GET', path: `/v2/app/blobs/${digest}`, reply: { status: 206, headers: { 'content-range': 'bytes 4-11/12' }, body: blob.subarray(4) } },
+    );
+    targetServer.expect(
+      { method: 'POST', path: '/v2/mirror/blobs/uploads/', reply: { status: 401, headers: challenge } },
+      token('first'),
+      { method: 'POST', path: '/v2/mirror/blobs/uploads/', reply: withToken('first', { status: 202, headers: { location: '/v2/mirror/blobs/uploads/s?n=1' } }) },
+      { method: 'PATCH', path: '/v2/mirror/blobs/uploads/s?n=1', reply: withToken('first', { status: 202, headers: { location: '/v2/mirror/blobs/uploads/s?n=2' } }) },
+      // The first token expires during the upload.
+      { method: 'PATCH', path: '/v2/mirror/blobs/uploads/s?n=2', reply: { status: 401, headers: challenge } },
+      token('second'),
+      { method: 'GET', path: '/v2/mirror/blobs/uploads/s?n=2', reply: withToken('second', { status: 204, headers: { range: '0-3' } }) },
+      { method: 'PATCH', path: '/v2/mirror/blobs/uploads/s?n=2', reply: withToken('second', { status: 202, headers: { location: '/v2/mirror/blobs/uploads/s?n=3' } }) },
+      { method: 'PATCH', path: '/v2/mirror/blobs/uploads/s?n=3', reply: withToken('second', { status: 202, headers: { location: '/v2/mirror/blobs/uploads/s?n=4' } }) },
+      { method: 'PUT', path: `/v2/mirror/blobs/uploads/s?n=4&digest=${encodeURIComponent(digest)}`, reply: withToken('second', { status: 201 }) },
+    );
+    const target = new RegistryClient({ registry: targetServer.host, insecure: true, transport, retry: FAST_RETRY, credentials: { username: 'user', password: 'secret' } });
+
+    await transferBlob(
+      { source: client(sourceServer.host), sourceRepository: 'app', target, targetRepository: 'mirror' },
+      digest,
+      blob.length,
+      { monolithicMaxBytes: 0, chunkBytes: 4 },
+    );
+
+    const patches = targetServer.requests.filter((request) => request.method === 'PATCH');
+    expect(patches.map((request) => [request.path.slice(request.path.indexOf('?')), request.headers.authorization, request.body.toString()])).toEqual([
+      ['?n=1', 'Bearer first', '0123'],
+      ['?n=2', 'Bearer first', '4567'],
+      ['?n=2', 'Bearer second', '4567'],
+      ['?n=3', 'Bearer second', '89ab'],
+    ]);
   });
 });
