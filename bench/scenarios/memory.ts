@@ -65,8 +65,8 @@ export async function memory(context: BenchContext): Promise<void> {
     `as shipped: max ${small.max.toFixed(1)} MB and ${large.max.toFixed(1)} MB (checkout: ${checkoutSmall.max.toFixed(1)} and ${checkoutLarge.max.toFixed(1)} MB)`,
     small.max < 150 && large.max < 150,
   );
-  // Layers up to the monolithic limit stream in one PUT; larger ones go up in chunks through one chunk
-  // buffer. Growth with size is measured between two layers that both go up in chunks (4 times apart in a full run).
+  // Layers up to the monolithic limit stream in one PUT, and larger ones in streamed PATCH chunks. Growth
+  // with size is measured between two layers that both go up in chunks (4 times apart in a full run).
   table.check(
     MEMORY,
     'peak RSS does not grow with layer size',

@@ -54,7 +54,7 @@ export interface CopyImageOptions {
   blobGate?: (digest: string, work: (signal?: AbortSignal) => Promise<void>, stopWaiting?: () => Promise<boolean>) => Promise<boolean>;
   /** Blobs up to this size are streamed in one request. Default 16 MiB here; the configuration's default is 128 MiB. */
   monolithicMaxBytes?: number;
-  /** Chunk size of chunked uploads. Each running transfer keeps one chunk in memory. Default 16 MiB. */
+  /** Chunk size of chunked uploads: the bytes of one PATCH, streamed from the source. Default 16 MiB. */
   chunkBytes?: number;
   /** Blob transfers running at once. Default 4. */
   concurrency?: number;
