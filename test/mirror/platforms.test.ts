@@ -12,7 +12,8 @@ import { fleetEnv, startWorker, type WorkerProcess } from '../harness/workers.ts
 /**
  * The `platforms` of a mirror result for a single-platform image (no index): read from the image
  * config after a copy, and not read at all when the job skips an image already in place. A platform
- * filter on such an image is checked against the platform its config names.
+ * filter on such an image is checked against the platform its config names, and copies of one image
+ * running at once in a worker read its platform once.
  */
 
 let redis: TestRedis;
@@ -33,6 +34,7 @@ async function platformBySkopeo(reference: string): Promise<string> {
 beforeAll(async () => {
   [redis, source, mirror] = await Promise.all([startRedis(), startRegistry(), startRegistry()]);
   await seedLayout(source.host, 'busybox-1.38.0-uclibc-arm64v8', 'library/busybox', 'arm64');
+  await seedLayout(source.host, 'busybox-1.38.0-uclibc-amd64', 'library/busybox', 'amd64');
   const env = fleetEnv({ redisUrl: redis.url, keyPrefix, mirrorRegistries: [`local=${mirror.host}`], insecureRegistries: [source.host, mirror.host] });
   worker = await startWorker(env, ['--queues', 'mirror']);
   connection = new Redis(redis.url, { maxRetriesPerRequest: null });
@@ -80,4 +82,18 @@ test('platform filter checks a single image', async () => {
   expect(matching.action).toBe('copied');
   expect(matching.platforms).toEqual(['linux/arm64/v8']);
   expect(matching.digestChanged).toBe(false);
+});
+
+test('copies at once read the platform once', async () => {
+  const services = Array.from({ length: 8 }, (_, index) => `svc${index}`);
+  const base: MirrorRequestInput = { v: 1, source: `${source.host}/library/busybox:amd64`, registry: 'local', mode: 'service', cluster: 'c3', service: 'placeholder' };
+  await mirror.clearLog();
+
+  const results = await Promise.all(services.map((service) => producer.mirrorAndWait({ ...base, service }, { timeoutMs: 120_000 })));
+
+  expect(results.map((result) => result.action)).toEqual(services.map(() => 'copied'));
+  expect(results.map((result) => result.platforms)).toEqual(services.map(() => ['linux/amd64']));
+  const reads = (await mirror.requests()).filter((entry) => entry.method === 'GET' && /\/(blobs|manifests)\/sha256:/.test(entry.path));
+  expect(reads.filter((entry) => entry.path.includes('/manifests/')), 'one manifest GET').toHaveLength(1);
+  expect(reads.filter((entry) => entry.path.includes('/blobs/')), 'one config blob GET').toHaveLength(1);
 });
