@@ -20,6 +20,7 @@ import type { MirrorRequest, MirrorResult } from '../../queues/mirror.ts';
 import type { RegistryClients } from './clients.ts';
 import { readImagePlatforms } from './image-platform.ts';
 import { SourceHeads } from './source-heads.ts';
+import { ManifestCache } from '../registry/manifest-cache.ts';
 
 /**
  * The mirror job itself, without the queue around it. Decides in this order:
@@ -55,6 +56,17 @@ export interface MirrorContext {
 const tagListCaches = new WeakMap<RegistryClients, TagListCache>();
 
 const sourceHeadCaches = new WeakMap<RegistryClients, SourceHeads>();
+
+const manifestCaches = new WeakMap<RegistryClients, ManifestCache>();
+
+function manifestCacheFor(clients: RegistryClients): ManifestCache {
+  let cache = manifestCaches.get(clients);
+  if (!cache) {
+    cache = new ManifestCache();
+    manifestCaches.set(clients, cache);
+  }
+  return cache;
+}
 
 function sourceHeadsFor(clients: RegistryClients): SourceHeads {
   let heads = sourceHeadCaches.get(clients);
@@ -218,6 +230,7 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
         ...(request.platforms?.length ? { platforms: request.platforms.map(parsePlatform) } : {}),
         ...copyOptions,
         ...(targetTagHead ? { targetTagHead } : {}),
+        manifestCache: manifestCacheFor(clients),
       });
       mediaType = result.mediaType;
       let action: MirrorResult['action'] = 'copied';

@@ -4,6 +4,7 @@ import { transferBlob } from './blob-transfer.ts';
 import { readConfigPlatform } from './image-config.ts';
 import { sha256, type Manifest, type ManifestHead, type RegistryClient, type UploadStart } from './client.ts';
 import { ReferrerSync, type FallbackTagLock, type ReferrerFailurePolicy, type ReferrerSelection, type ReferrersResult, type TagListCache } from './referrers.ts';
+import type { ManifestCache } from './manifest-cache.ts';
 import { pushRechecking } from './manifest-push.ts';
 import { isNetworkError } from './retry.ts';
 import {
@@ -42,6 +43,8 @@ export interface CopyImageOptions {
   platforms?: Platform[];
   /** Target-registry repositories known to hold a blob, tried as cross-repository mount sources. */
   mountSources?: (digest: string) => Promise<string[]> | string[];
+  /** Source manifests read by digest, shared with other copies of this process. */
+  manifestCache?: ManifestCache;
   /** Called after a blob is known to be in the target repository (copied, mounted or present). */
   onBlobStored?: (digest: string, repository: string) => Promise<void> | void;
   /**
@@ -355,7 +358,14 @@ class ImageCopier {
   private async readSourceManifest(reference: string, parentDigest?: string): Promise<Manifest> {
     const read = this.sourceManifests.get(reference);
     if (read) return read;
-    const manifest = await this.source.client.getManifest(this.source.repository, reference);
+    const { client, repository } = this.source;
+    const get = async () => {
+      const got = await client.getManifest(repository, reference);
+      if (got) this.counts.bytes.pulled += got.bytes.length;
+      return got;
+    };
+    const cache = this.options.manifestCache;
+    const manifest = cache && reference.startsWith('sha256:') ? await cache.read(client.registry, repository, reference, get) : await get();
     if (!manifest) {
       if (parentDigest) {
         throw new MissingChildError(
@@ -369,7 +379,6 @@ class ImageCopier {
         status: 404,
       });
     }
-    this.counts.bytes.pulled += manifest.bytes.length;
     this.sourceManifests.set(manifest.digest, manifest);
     return manifest;
   }
@@ -474,7 +483,7 @@ class ImageCopier {
   }
 
   /**
-   * Looks up in the target repository what `manifest` references, after the target answered its PUT
+   * Looks up in the target repository what `manifest` references, after the target rejected its PUT
    * with MANIFEST_BLOB_UNKNOWN, and places again what is missing. Blobs are not mounted before this
    * lookup: a mount rewrites the link that another job's PUT may be reading.
    */
