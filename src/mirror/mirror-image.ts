@@ -190,6 +190,8 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
     let mediaType: string | undefined;
     // The target tag's HEAD of the latest warm check, which the copy reuses instead of sending it again.
     let targetTagHead: { head: ManifestHead | undefined } | undefined;
+    // The digest the source tag resolved to in the latest warm check, which the copy reads by.
+    let resolvedTagDigest: string | undefined;
     // 2. Warm path without a platform filter: one HEAD at each side, sent at the same time, decides, and
     //    then the referrers, which may have been added at the source since the image was copied.
     const warm = async (): Promise<MirrorResult | undefined> => {
@@ -200,6 +202,7 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
           targetClient.headManifest(target.repository, target.tag, { confirmMissing: false }),
         ]);
         targetTagHead = { head: current };
+        if (source.digest === undefined) resolvedTagDigest = sourceDigest;
         if (current?.digest === sourceDigest) {
           mediaType = current.mediaType;
           const referred = await copyReferrers(sourceLocation, { client: targetClient, repository: target.repository, tag: target.tag, digest: sourceDigest }, copyOptions);
@@ -230,6 +233,7 @@ export async function mirrorImage(request: MirrorRequest, context: MirrorContext
         ...(request.platforms?.length ? { platforms: request.platforms.map(parsePlatform) } : {}),
         ...copyOptions,
         ...(targetTagHead ? { targetTagHead } : {}),
+        ...(resolvedTagDigest ? { resolvedTagDigest } : {}),
         manifestCache: manifestCacheFor(clients),
       });
       mediaType = result.mediaType;

@@ -45,6 +45,12 @@ export interface CopyImageOptions {
   mountSources?: (digest: string) => Promise<string[]> | string[];
   /** Source manifests read by digest, shared with other copies of this process. */
   manifestCache?: ManifestCache;
+  /**
+   * Digest that the source tag resolved to in the caller's own HEAD. The copy reads the manifest by this
+   * digest instead of the tag, so it copies what the caller checked and `manifestCache` can serve it. A
+   * source that no longer has this digest is read by the tag.
+   */
+  resolvedTagDigest?: string;
   /** Called after a blob is known to be in the target repository (copied, mounted or present). */
   onBlobStored?: (digest: string, repository: string) => Promise<void> | void;
   /**
@@ -206,7 +212,7 @@ class ImageCopier {
     const targetReference = this.target.tag ?? this.target.digest;
 
     // 1. Read the top manifest at the source and refuse what cannot be copied before any blob moves.
-    const top = await this.readSourceManifest(sourceReference);
+    const top = await this.readTopManifest(sourceReference);
     const parsed = this.parse(top, sourceReference);
     if (this.source.tag && this.source.digest) await this.checkSourceTag(this.source.tag, this.source.digest);
 
@@ -353,6 +359,19 @@ class ImageCopier {
       ...this.counts,
       ...this.referrerResult(),
     };
+  }
+
+  /** Reads the top manifest: by the digest the caller resolved the tag to when given, else by `reference`. */
+  private async readTopManifest(reference: string): Promise<Manifest> {
+    const resolved = this.options.resolvedTagDigest;
+    if (this.source.digest || !resolved) return this.readSourceManifest(reference);
+    try {
+      return await this.readSourceManifest(resolved);
+    } catch (error) {
+      // The tag moved, and its old manifest is gone since the caller's HEAD.
+      if (error instanceof RegistryError && error.code === 'REGISTRY_NOT_FOUND') return this.readSourceManifest(reference);
+      throw error;
+    }
   }
 
   private async readSourceManifest(reference: string, parentDigest?: string): Promise<Manifest> {

@@ -4,7 +4,7 @@ import { execa } from 'execa';
 import { Redis } from 'ioredis';
 import { MirrorfleetProducer } from '../../queues/producer.ts';
 import type { MirrorRequestInput } from '../../queues/mirror.ts';
-import { seedLayout } from '../harness/fixtures.ts';
+import { DIGESTS, seedLayout } from '../harness/fixtures.ts';
 import { startRedis, type TestRedis } from '../harness/redis.ts';
 import { startRegistry, type TestRegistry } from '../harness/registry.ts';
 import { fleetEnv, startWorker, type WorkerProcess } from '../harness/workers.ts';
@@ -12,8 +12,8 @@ import { fleetEnv, startWorker, type WorkerProcess } from '../harness/workers.ts
 /**
  * The `platforms` of a mirror result for a single-platform image (no index): read from the image
  * config after a copy, and not read at all when the job skips an image already in place. A platform
- * filter on such an image is checked against the platform its config names, and copies of one image
- * running at once in a worker read its platform once.
+ * filter on such an image is checked against the platform its config names. Copies of one image
+ * running at once in a worker read its platform, and its source manifest, once.
  */
 
 let redis: TestRedis;
@@ -84,10 +84,10 @@ test('platform filter checks a single image', async () => {
   expect(matching.digestChanged).toBe(false);
 });
 
-test('copies at once read the platform once', async () => {
+test('copies at once share manifest reads', async () => {
   const services = Array.from({ length: 8 }, (_, index) => `svc${index}`);
   const base: MirrorRequestInput = { v: 1, source: `${source.host}/library/busybox:amd64`, registry: 'local', mode: 'service', cluster: 'c3', service: 'placeholder' };
-  await mirror.clearLog();
+  await Promise.all([mirror.clearLog(), source.clearLog()]);
 
   const results = await Promise.all(services.map((service) => producer.mirrorAndWait({ ...base, service }, { timeoutMs: 120_000 })));
 
@@ -96,4 +96,6 @@ test('copies at once read the platform once', async () => {
   const reads = (await mirror.requests()).filter((entry) => entry.method === 'GET' && /\/(blobs|manifests)\/sha256:/.test(entry.path));
   expect(reads.filter((entry) => entry.path.includes('/manifests/')), 'one manifest GET').toHaveLength(1);
   expect(reads.filter((entry) => entry.path.includes('/blobs/')), 'one config blob GET').toHaveLength(1);
+  const sourceReads = (await source.requests()).filter((entry) => entry.method === 'GET' && entry.path.includes('/manifests/'));
+  expect(sourceReads, 'one manifest GET at the source, by digest').toEqual([{ method: 'GET', path: `/v2/library/busybox/manifests/${DIGESTS.busyboxAmd64}`, status: 200 }]);
 });

@@ -254,6 +254,25 @@ describe('copyImage', () => {
     for (const tag of tags) expect((await inspectRaw(`${target.host}/race/shared:${tag}`)).equals(sourceBytes), tag).toBe(true);
   });
 
+  test('reads the source by the resolved digest', async () => {
+    await source.clearLog();
+
+    const result = await copy('library/busybox', 'amd64', 'resolved/digest', { resolvedTagDigest: DIGESTS.busyboxAmd64 });
+
+    expect(result.sourceDigest).toBe(DIGESTS.busyboxAmd64);
+    const manifestReads = (await source.requests()).filter((entry) => entry.path.includes('/manifests/'));
+    expect(manifestReads.map((entry) => `${entry.method} ${entry.path}`)).toEqual([`GET /v2/library/busybox/manifests/${DIGESTS.busyboxAmd64}`]);
+  });
+
+  test('resolved digest gone: reads the tag', async () => {
+    const gone = `sha256:${'0'.repeat(64)}`;
+
+    const result = await copy('library/busybox', 'amd64', 'resolved/gone', { resolvedTagDigest: gone });
+
+    expect(result.sourceDigest).toBe(DIGESTS.busyboxAmd64);
+    expect((await inspectRaw(`${target.host}/resolved/gone:amd64`)).equals(await inspectRaw(`${source.host}/library/busybox:amd64`))).toBe(true);
+  });
+
   test('reuses caller target tag HEAD', async () => {
     await target.clearLog();
 
