@@ -191,7 +191,7 @@ describe('copyImage', () => {
     expect(mounts, 'no mount of a blob the repository has').toEqual([]);
   });
 
-  test('new tag looks up blobs recorded in its own repository', async () => {
+  test('new tag looks up own recorded blobs', async () => {
     await copy('library/busybox', 'amd64', 'order/elsewhere');
     await copy('library/busybox', 'amd64', 'order/recorded');
     await target.clearLog();
@@ -208,7 +208,7 @@ describe('copyImage', () => {
     expect(mounts, 'no mount rewrites a link the repository has').toEqual([]);
   });
 
-  test('blob lost before the manifest PUT is placed again', async () => {
+  test('blob lost before PUT is placed again', async () => {
     const config = (await sourceClient.getManifest('library/busybox', 'arm64'))!;
     const configDigest = (JSON.parse(config.bytes.toString('utf8')) as { config: { digest: string } }).config.digest;
     let deleted = false;
@@ -231,7 +231,7 @@ describe('copyImage', () => {
     expect((await inspectRaw(`${target.host}/lost/config:arm64`)).equals(await inspectRaw(`${source.host}/library/busybox:arm64`))).toBe(true);
   });
 
-  test('new tags mounted into one repository at once all land', async () => {
+  test('parallel new tags in one repository land', async () => {
     await copy('library/busybox', 'amd64', 'race/source');
     const tags = Array.from({ length: 40 }, (_, index) => `t${index}`);
 
@@ -254,7 +254,7 @@ describe('copyImage', () => {
     for (const tag of tags) expect((await inspectRaw(`${target.host}/race/shared:${tag}`)).equals(sourceBytes), tag).toBe(true);
   });
 
-  test('reads the source by the resolved digest', async () => {
+  test('reads source by resolved digest', async () => {
     await source.clearLog();
 
     const result = await copy('library/busybox', 'amd64', 'resolved/digest', { resolvedTagDigest: DIGESTS.busyboxAmd64 });
