@@ -168,6 +168,8 @@ class ChunkStreams {
 
   /** Reads the end of the blob; throws when the verifier finds the digest or the size wrong. */
   async finish(): Promise<void> {
+    // The last PATCH succeeded, so its body is done with even when the HTTP client did not read its end.
+    this.current?.destroy();
     await this.closed;
     const next = this.leftover ? { done: false } : await this.iterator.next();
     if (!next.done) throw new DigestMismatchError(`blob ${this.digest} sent more than the ${this.size} bytes its descriptor states`);
