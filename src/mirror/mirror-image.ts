@@ -51,40 +51,27 @@ export interface MirrorContext {
   sourceHeads?: SourceHeads;
 }
 
-// One cache of source tag lists per RegistryClients (that is, per process), shared by every job, so that
-// the jobs for an image that is already mirrored do not each list the source repository's tags.
-const tagListCaches = new WeakMap<RegistryClients, TagListCache>();
-
-const sourceHeadCaches = new WeakMap<RegistryClients, SourceHeads>();
-
-const manifestCaches = new WeakMap<RegistryClients, ManifestCache>();
-
-function manifestCacheFor(clients: RegistryClients): ManifestCache {
-  let cache = manifestCaches.get(clients);
-  if (!cache) {
-    cache = new ManifestCache();
-    manifestCaches.set(clients, cache);
-  }
-  return cache;
+/**
+ * Returns a function that gives each RegistryClients (that is, each process) one value made by `create`,
+ * shared by every job of that process.
+ */
+function perProcess<T extends object>(create: () => T): (clients: RegistryClients) => T {
+  const values = new WeakMap<RegistryClients, T>();
+  return (clients) => {
+    let value = values.get(clients);
+    if (!value) {
+      value = create();
+      values.set(clients, value);
+    }
+    return value;
+  };
 }
 
-function sourceHeadsFor(clients: RegistryClients): SourceHeads {
-  let heads = sourceHeadCaches.get(clients);
-  if (!heads) {
-    heads = new SourceHeads();
-    sourceHeadCaches.set(clients, heads);
-  }
-  return heads;
-}
-
-function tagListCacheFor(clients: RegistryClients): TagListCache {
-  let cache = tagListCaches.get(clients);
-  if (!cache) {
-    cache = new TagListCache({ maxAgeMs: DEFAULT_TAG_LIST_MAX_AGE_MS, maxEntries: 1_000 });
-    tagListCaches.set(clients, cache);
-  }
-  return cache;
-}
+// Source tag lists, so that the jobs for an image that is already mirrored do not each list the source
+// repository's tags.
+const tagListCacheFor = perProcess(() => new TagListCache({ maxAgeMs: DEFAULT_TAG_LIST_MAX_AGE_MS, maxEntries: 1_000 }));
+const sourceHeadsFor = perProcess(() => new SourceHeads());
+const manifestCacheFor = perProcess(() => new ManifestCache());
 
 export interface MirrorHooks {
   jobId: string;

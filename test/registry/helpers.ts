@@ -4,6 +4,8 @@ import { HttpTransport } from '../../src/registry/http.ts';
 import { NetworkPolicy } from '../../src/net/policy.ts';
 import type { Credentials } from '../../src/registry/auth.ts';
 import type { RetryPolicy } from '../../src/registry/retry.ts';
+import { RegistryClient } from '../../src/registry/client.ts';
+import { startRegistry, type TestRegistry } from '../harness/registry.ts';
 
 /** Creates a transport whose network policy allows loopback, where every test server listens. */
 export function loopbackTransport(): HttpTransport {
@@ -32,4 +34,30 @@ export async function inspectRawWithCredentials(reference: string, credentials?:
 
 export function sha256Of(bytes: Uint8Array | string): string {
   return `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
+}
+
+/** A source and a target registry, each with a client that retries fast, on one loopback transport. */
+export interface RegistryPair {
+  source: TestRegistry;
+  target: TestRegistry;
+  sourceClient: RegistryClient;
+  targetClient: RegistryClient;
+  transport: HttpTransport;
+  stop(): Promise<void>;
+}
+
+export async function startRegistryPair(): Promise<RegistryPair> {
+  const [source, target] = await Promise.all([startRegistry(), startRegistry()]);
+  const transport = loopbackTransport();
+  return {
+    source,
+    target,
+    transport,
+    sourceClient: new RegistryClient({ registry: source.host, insecure: true, transport, retry: FAST_RETRY }),
+    targetClient: new RegistryClient({ registry: target.host, insecure: true, transport, retry: FAST_RETRY }),
+    stop: async () => {
+      await transport.close();
+      await Promise.all([source.stop(), target.stop()]);
+    },
+  };
 }

@@ -1,31 +1,27 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { RegistryClient, sha256, type Manifest } from '../../src/registry/client.ts';
+import { sha256, type Manifest, type RegistryClient } from '../../src/registry/client.ts';
 import { copyImage } from '../../src/registry/copy.ts';
 import { ManifestCache } from '../../src/registry/manifest-cache.ts';
 import { OCI_MANIFEST } from '../../src/registry/media-types.ts';
 import { DIGESTS, seedLayout } from '../harness/fixtures.ts';
-import { startRegistry, type TestRegistry } from '../harness/registry.ts';
+import type { TestRegistry } from '../harness/registry.ts';
 import { inspectRaw } from '../harness/skopeo.ts';
-import { FAST_RETRY, loopbackTransport } from './helpers.ts';
+import { startRegistryPair, type RegistryPair } from './helpers.ts';
 
+let pair: RegistryPair;
 let source: TestRegistry;
 let target: TestRegistry;
-const transport = loopbackTransport();
 let sourceClient: RegistryClient;
 let targetClient: RegistryClient;
 
 beforeAll(async () => {
-  [source, target] = await Promise.all([startRegistry(), startRegistry()]);
+  pair = await startRegistryPair();
+  ({ source, target, sourceClient, targetClient } = pair);
   await seedLayout(source.host, 'busybox-1.38.0-uclibc-amd64', 'library/busybox', 'amd64');
   await seedLayout(source.host, 'hello-world-manifest-list', 'library/hello-world', 'list');
-  sourceClient = new RegistryClient({ registry: source.host, insecure: true, transport, retry: FAST_RETRY });
-  targetClient = new RegistryClient({ registry: target.host, insecure: true, transport, retry: FAST_RETRY });
 });
 
-afterAll(async () => {
-  await transport.close();
-  await Promise.all([source?.stop(), target?.stop()]);
-});
+afterAll(() => pair?.stop());
 
 /** Returns a manifest of `size` bytes (about), with its digest. */
 function manifestOf(size: number): Manifest {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { DigestMismatchError, RegistryError, UnsupportedManifestError } from '../../src/errors.ts';
 import { RegistryClient } from '../../src/registry/client.ts';
+import type { HttpTransport } from '../../src/registry/http.ts';
 import { copyImage } from '../../src/registry/copy.ts';
 import { transferBlob } from '../../src/registry/blob-transfer.ts';
 import {
@@ -11,27 +12,24 @@ import {
   OCI_MANIFEST,
 } from '../../src/registry/media-types.ts';
 import { DIGESTS, seedLayout } from '../harness/fixtures.ts';
-import { startRegistry, type TestRegistry } from '../harness/registry.ts';
+import type { TestRegistry } from '../harness/registry.ts';
 import { startScriptedServer, type ScriptedRequest, type ScriptedServer } from '../harness/scripted-server.ts';
 import { inspectRaw } from '../harness/skopeo.ts';
-import { FAST_RETRY, loopbackTransport, sha256Of } from './helpers.ts';
+import { FAST_RETRY, sha256Of, startRegistryPair, type RegistryPair } from './helpers.ts';
 
+let pair: RegistryPair;
 let source: TestRegistry;
 let target: TestRegistry;
-const transport = loopbackTransport();
+let transport: HttpTransport;
 let sourceClient: RegistryClient;
 let targetClient: RegistryClient;
 
 beforeAll(async () => {
-  [source, target] = await Promise.all([startRegistry(), startRegistry()]);
-  sourceClient = new RegistryClient({ registry: source.host, insecure: true, transport, retry: FAST_RETRY });
-  targetClient = new RegistryClient({ registry: target.host, insecure: true, transport, retry: FAST_RETRY });
+  pair = await startRegistryPair();
+  ({ source, target, transport, sourceClient, targetClient } = pair);
 });
 
-afterAll(async () => {
-  await transport.close();
-  await Promise.all([source?.stop(), target?.stop()]);
-});
+afterAll(() => pair?.stop());
 
 function scriptedClient(server: ScriptedServer, credentials?: { username: string; password: string }): RegistryClient {
   return new RegistryClient({ registry: server.host, insecure: true, transport, retry: FAST_RETRY, ...(credentials ? { credentials } : {}) });
