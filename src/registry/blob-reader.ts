@@ -12,7 +12,15 @@ import { isNetworkError } from './retry.ts';
  */
 export async function openResumableBlob(client: RegistryClient, repository: string, digest: string, maxResumes: number, start = 0): Promise<Readable> {
   const first = await client.getBlob(repository, digest, start);
-  return Readable.from(resumingChunks(client, repository, digest, first, maxResumes, start), { objectMode: false });
+  const stream = Readable.from(resumingChunks(client, repository, digest, first, maxResumes, start), { objectMode: false });
+  // A stream destroyed before its first read never runs the generator, which would close the response.
+  stream.once('close', () => {
+    if (first.stream.destroyed) return;
+    // Destroying an unread response body reports an abort, which is expected here.
+    first.stream.on('error', () => undefined);
+    first.stream.destroy();
+  });
+  return stream;
 }
 
 async function* resumingChunks(client: RegistryClient, repository: string, digest: string, first: BlobStream, maxResumes: number, start: number): AsyncGenerator<Buffer> {

@@ -1,6 +1,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import { Readable, Transform, addAbortSignal, type TransformCallback } from 'node:stream';
-import { DigestMismatchError } from '../errors.ts';
+import { DigestMismatchError, MirrorfleetError } from '../errors.ts';
 import { openResumableBlob } from './blob-reader.ts';
 import type { RegistryClient } from './client.ts';
 
@@ -73,23 +73,21 @@ export class DigestVerifier extends Transform {
 /**
  * Copies one blob of `size` bytes. Returns the number of bytes pushed to the target.
  * A download that breaks resumes with a Range request (see blob-reader.ts). A PATCH that fails is
- * resumed from the offset the registry reports (see `RegistryClient.uploadChunk`).
+ * resumed from the offset the registry reports (see `RegistryClient.uploadChunk` and ChunkStreams).
  */
 export async function transferBlob(ends: BlobTransferEnds, digest: string, size: number, options: BlobTransferOptions): Promise<number> {
   const { source, target, sourceRepository, targetRepository } = ends;
   options.signal?.throwIfAborted();
-  const blob = await openResumableBlob(source, sourceRepository, digest, source.retryPolicy.maxAttempts - 1);
-  const verifier = new DigestVerifier(digest, size, options.onBytes);
-  blob.on('error', (error) => verifier.destroy(error));
-  // An abort can destroy the verifier before the upload reads it, and an 'error' event without a
-  // listener would end the process. The upload gets the error when it reads, and the catch below
-  // reports the abort's own reason.
-  verifier.on('error', () => undefined);
-  blob.pipe(verifier);
+  const maxResumes = source.retryPolicy.maxAttempts - 1;
+  const blob = await openResumableBlob(source, sourceRepository, digest, maxResumes);
+  // An abort destroys the download with an error before anything reads it, and an 'error' event without a
+  // listener would end the process. Readers get the error when they read; the catch below reports the abort.
+  blob.on('error', () => undefined);
   const onAbort = () => blob.destroy(options.signal!.reason as Error);
   options.signal?.addEventListener('abort', onAbort, { once: true });
   // The signal may have aborted while the download was being opened; a listener added after that never runs.
   if (options.signal?.aborted) onAbort();
+  let chunks: ChunkStreams | undefined;
 
   try {
     let location = ends.location;
@@ -101,91 +99,138 @@ export async function transferBlob(ends: BlobTransferEnds, digest: string, size:
     options.signal?.throwIfAborted();
 
     if (size <= options.monolithicMaxBytes) {
+      const verifier = new DigestVerifier(digest, size, options.onBytes);
+      blob.on('error', (error) => verifier.destroy(error));
+      // An abort can destroy the verifier before the upload reads it, and an 'error' event without a
+      // listener would end the process. The upload gets the error when it reads, and the catch below
+      // reports the abort's own reason.
+      verifier.on('error', () => undefined);
+      blob.pipe(verifier);
       await target.uploadMonolithic(targetRepository, location, digest, verifier, size);
       return size;
     }
 
-    // Each chunk streams from the verifier into its PATCH, so no chunk is held in memory. A PATCH that
-    // failed is resumed from the offset the registry reports, and the bytes it lost are read from the
-    // source again.
-    const chunks = new ChunkStreams(verifier, digest, size, async (from) => {
-      const again = await openResumableBlob(source, sourceRepository, digest, source.retryPolicy.maxAttempts - 1, from);
-      if (options.signal) addAbortSignal(options.signal, again);
-      return again;
-    }, options.onBytes);
+    // Each chunk streams from the source into its PATCH, so no chunk is held in memory.
+    chunks = new ChunkStreams(blob, {
+      digest,
+      size,
+      reopen: async (from) => {
+        const again = await openResumableBlob(source, sourceRepository, digest, maxResumes, from);
+        if (options.signal) addAbortSignal(options.signal, again);
+        return again;
+      },
+      onBytes: options.onBytes,
+    });
     for (let offset = 0; offset < size; offset += options.chunkBytes) {
       const end = Math.min(offset + options.chunkBytes, size);
-      location = await target.uploadChunk(targetRepository, location, (from) => chunks.body(from, end), offset, end - offset);
+      const stream = chunks;
+      location = await target.uploadChunk(targetRepository, location, (from) => stream.body(offset, from, end), offset, end - offset);
     }
-    // One more read lets the verifier finish: it throws here when the digest or size is wrong.
     await chunks.finish();
     await target.finishUpload(targetRepository, location, digest);
     return size;
   } catch (error) {
     // An abort surfaces as whatever the broken stream caused; report the abort's own reason instead.
     if (options.signal?.aborted) throw options.signal.reason;
+    // A source read that broke a PATCH body is reported as itself, not as the PATCH's failure.
+    if (chunks?.sourceFailure !== undefined) throw chunks.sourceFailure;
     throw error;
   } finally {
     options.signal?.removeEventListener('abort', onAbort);
     blob.destroy();
-    verifier.destroy();
+    chunks?.destroy();
   }
 }
 
+interface ChunkSource {
+  digest: string;
+  size: number;
+  /** Opens the blob at the source again from byte `from`. */
+  reopen: (from: number) => Promise<Readable>;
+  /** Called with the number of bytes read from the source, read again ones included. */
+  onBytes: ((bytes: number) => void) | undefined;
+}
+
 /**
- * The bytes of a blob as one stream per PATCH. Each call to `body` waits until the stream it returned
- * before has closed, so two PATCH bodies never read the blob at once.
+ * The bytes of a blob as one stream per PATCH, read from one source stream at a time and hashed in the
+ * order they are sent. When a PATCH that failed lost bytes, the chunk starts again from a new source
+ * stream at its first byte. The hash goes back to its state there, and the bytes the registry reported
+ * stored are hashed but not sent. So every byte the target stores is hashed once, in order. A transfer
+ * also never has two source requests open at once, which would take two places in the source's
+ * request window.
  */
 class ChunkStreams {
-  private readonly iterator: AsyncIterator<Buffer>;
-  private readonly digest: string;
-  private readonly size: number;
-  private readonly reread: (from: number) => Promise<Readable>;
-  private readonly onBytes: ((bytes: number) => void) | undefined;
+  private readonly options: ChunkSource;
+  private source: Readable;
+  private iterator: AsyncIterator<Buffer>;
+  private hash: Hash;
   private leftover: Buffer | undefined;
-  /** Offset in the blob of the next byte to read from the verifier. */
+  /** Offset in the blob of the next byte the source stream delivers. */
   private readOffset = 0;
+  /** First byte of the chunk being sent, and the hash state before it. */
+  private chunkStart = -1;
+  private chunkStartHash: Hash | undefined;
   private current: Readable | undefined;
   private closed: Promise<void> = Promise.resolve();
+  /** Error of the source read that broke a PATCH body; the transfer reports it instead of the PATCH's. */
+  sourceFailure: unknown;
 
-  constructor(verified: Readable, digest: string, size: number, reread: (from: number) => Promise<Readable>, onBytes?: (bytes: number) => void) {
-    this.iterator = verified[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-    this.digest = digest;
-    this.size = size;
-    this.reread = reread;
-    this.onBytes = onBytes;
+  constructor(first: Readable, options: ChunkSource) {
+    this.options = options;
+    this.source = first;
+    this.iterator = first[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    this.hash = createHash(options.digest.slice(0, options.digest.indexOf(':')));
   }
 
-  /** Returns a stream of the blob's bytes from offset `from` to `end` (exclusive). */
-  body(from: number, end: number): Readable {
+  /**
+   * Returns a stream of the bytes from offset `from` to `end` (exclusive) of the chunk that starts at
+   * `start`. It reads only after the stream returned before has closed, so two PATCH bodies never read
+   * the source at once.
+   */
+  body(start: number, from: number, end: number): Readable {
     const previous = this.closed;
     this.current?.destroy();
-    const stream = Readable.from(this.bytes(from, end, previous), { objectMode: false });
+    const stream = Readable.from(this.bytes(start, from, end, previous), { objectMode: false });
     this.closed = new Promise((resolve) => stream.once('close', () => resolve()));
     this.current = stream;
     return stream;
   }
 
-  /** Reads the end of the blob; throws when the verifier finds the digest or the size wrong. */
+  /** Checks the end of the blob: no byte beyond `size`, and the digest of what was sent. */
   async finish(): Promise<void> {
-    // The last PATCH succeeded, so its body is done with even when the HTTP client did not read its end.
+    // The last PATCH succeeded, so its body has ended even when the HTTP client did not read its end.
     this.current?.destroy();
     await this.closed;
-    const next = this.leftover ? { done: false } : await this.iterator.next();
-    if (!next.done) throw new DigestMismatchError(`blob ${this.digest} sent more than the ${this.size} bytes its descriptor states`);
+    const { digest, size } = this.options;
+    if (this.leftover || !(await this.read()).done) throw new DigestMismatchError(`blob ${digest} sent more than the ${size} bytes its descriptor states`);
+    const actual = `${digest.slice(0, digest.indexOf(':'))}:${this.hash.digest('hex')}`;
+    if (actual !== digest) throw new DigestMismatchError(`blob ${digest} arrived with digest ${actual}`);
   }
 
-  private async *bytes(from: number, end: number, previous: Promise<void>): AsyncGenerator<Buffer> {
-    await previous;
-    if (from > this.readOffset) throw new Error(`unreachable: a PATCH from byte ${from} of blob ${this.digest}, which has delivered ${this.readOffset}`);
-    if (from < this.readOffset) yield* this.again(from, this.readOffset);
+  destroy(): void {
+    this.current?.destroy();
+    this.source.destroy();
+  }
 
+  private async *bytes(start: number, from: number, end: number, previous: Promise<void>): AsyncGenerator<Buffer> {
+    await previous;
+    if (start !== this.chunkStart) {
+      if (from !== start || this.readOffset !== start) throw new Error(`unreachable: chunk ${start}-${end} of blob ${this.options.digest} requested from ${from} at ${this.readOffset}`);
+      this.chunkStart = start;
+      this.chunkStartHash = this.hash.copy();
+    } else if (from < this.readOffset) {
+      this.hash = this.chunkStartHash!.copy();
+      await this.reopen(start);
+    }
+
+    // Bytes of this chunk that the registry stored already: hashed, not sent.
+    let skip = from - this.readOffset;
     while (this.readOffset < end) {
       let chunk = this.leftover;
       this.leftover = undefined;
       if (!chunk) {
-        const next = await this.iterator.next();
-        if (next.done) throw new DigestMismatchError(`blob ${this.digest} ended after ${this.readOffset} of ${this.size} bytes`);
+        const next = await this.read();
+        if (next.done) throw new DigestMismatchError(`blob ${this.options.digest} ended after ${this.readOffset} of ${this.options.size} bytes`);
         chunk = next.value;
       }
       const remaining = end - this.readOffset;
@@ -193,30 +238,51 @@ class ChunkStreams {
         this.leftover = chunk.subarray(remaining);
         chunk = chunk.subarray(0, remaining);
       }
+      this.hash.update(chunk);
       this.readOffset += chunk.length;
-      yield chunk;
+      if (skip >= chunk.length) {
+        skip -= chunk.length;
+        continue;
+      }
+      yield chunk.subarray(skip);
+      skip = 0;
     }
   }
 
-  /**
-   * Reads bytes `from` to `to` from the source again, for a PATCH that lost them after the verifier
-   * had hashed them.
-   * NOTE: these bytes are not hashed again. The target's digest check at the final PUT covers them.
-   */
-  private async *again(from: number, to: number): AsyncGenerator<Buffer> {
-    const stream = await this.reread(from);
-    let missing = to - from;
+  /** Reads the next part of the source; a failure is kept in `sourceFailure`. */
+  private async read(): Promise<IteratorResult<Buffer>> {
     try {
-      for await (const chunk of stream) {
-        const data = (chunk as Buffer).subarray(0, missing);
-        missing -= data.length;
-        this.onBytes?.(data.length);
-        yield data;
-        if (missing === 0) return;
-      }
-    } finally {
-      stream.destroy();
+      const next = await this.iterator.next();
+      if (!next.done) this.options.onBytes?.(next.value.length);
+      return next;
+    } catch (error) {
+      throw this.failed(error);
     }
-    throw new DigestMismatchError(`blob ${this.digest} ended after ${to - missing} of ${this.size} bytes when read again from byte ${from}`);
+  }
+
+  /** Replaces the source stream with one that starts at `from`, closing the old one first. */
+  private async reopen(from: number): Promise<void> {
+    this.source.destroy();
+    this.leftover = undefined;
+    try {
+      this.source = await this.options.reopen(from);
+    } catch (error) {
+      throw this.failed(error);
+    }
+    this.iterator = this.source[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    this.readOffset = from;
+  }
+
+  /**
+   * Keeps a source failure and returns the error to end the PATCH body with. That one is not a network
+   * error, so the PATCH is not retried against the target for a failure of the source.
+   */
+  private failed(error: unknown): Error {
+    this.sourceFailure ??= error;
+    if (error instanceof MirrorfleetError) return error;
+    return new MirrorfleetError('REGISTRY_UNAVAILABLE', `reading blob ${this.options.digest} from the source failed: ${error instanceof Error ? error.message : String(error)}`, {
+      retryable: true,
+      cause: error,
+    });
   }
 }

@@ -135,14 +135,15 @@ describe('broken chunked upload', () => {
     const digest = sha256Of(blob);
     sourceServer.expect(
       { method: 'GET', path: `/v2/app/blobs/${digest}`, reply: { status: 200, body: blob } },
-      // The bytes the broken PATCH lost are read from the source again.
+      // The chunk of the broken PATCH is read from the source again from its first byte, so that the
+      // bytes the registry stored are hashed again in order.
       {
         method: 'GET',
         path: `/v2/app/blobs/${digest}`,
         reply: (request: { headers: Record<string, unknown> }) =>
-          request.headers.range === 'bytes=6-'
-            ? { status: 206, headers: { 'content-range': 'bytes 6-11/12' }, body: blob.subarray(6) }
-            : { status: 416, body: `expected bytes=6-, got ${String(request.headers.range)}` },
+          request.headers.range === 'bytes=4-'
+            ? { status: 206, headers: { 'content-range': 'bytes 4-11/12' }, body: blob.subarray(4) }
+            : { status: 416, body: `expected bytes=4-, got ${String(request.headers.range)}` },
       },
     );
     const patch = (path: string, range: string, next: string) => ({
@@ -170,6 +171,37 @@ describe('broken chunked upload', () => {
 
     const sent = targetServer.requests.filter((request) => request.method === 'PATCH' && request.body.length > 0);
     expect(sent.map((request) => request.body.toString())).toEqual(['0123', '67', '89ab']);
+  });
+
+  test('chunk read again is verified', async () => {
+    const sourceServer = await startScriptedServer();
+    const targetServer = await startScriptedServer();
+    const blob = Buffer.from('0123456789ab');
+    const digest = sha256Of(blob);
+    // The second read changes byte 5, which the target stored already, so it is hashed but not sent.
+    const altered = Buffer.from('01234Z6789ab');
+    sourceServer.expect(
+      { method: 'GET', path: `/v2/app/blobs/${digest}`, reply: { status: 200, body: blob } },
+      { method: 'GET', path: `/v2/app/blobs/${digest}`, reply: { status: 206, headers: { 'content-range': 'bytes 4-11/12' }, body: altered.subarray(4) } },
+    );
+    targetServer.expect(
+      { method: 'POST', path: '/v2/mirror/blobs/uploads/', reply: { status: 202, headers: { location: '/v2/mirror/blobs/uploads/s?n=1' } } },
+      { method: 'PATCH', path: '/v2/mirror/blobs/uploads/s?n=1', reply: { status: 202, headers: { location: '/v2/mirror/blobs/uploads/s?n=2' } } },
+      { method: 'PATCH', path: '/v2/mirror/blobs/uploads/s?n=2', reply: { reset: true } },
+      { method: 'GET', path: '/v2/mirror/blobs/uploads/s?n=2', reply: { status: 204, headers: { range: '0-5', location: '/v2/mirror/blobs/uploads/s?n=3' } } },
+      { method: 'PATCH', path: '/v2/mirror/blobs/uploads/s?n=3', reply: { status: 202, headers: { location: '/v2/mirror/blobs/uploads/s?n=4' } } },
+      { method: 'PATCH', path: '/v2/mirror/blobs/uploads/s?n=4', reply: { status: 202, headers: { location: '/v2/mirror/blobs/uploads/s?n=5' } } },
+    );
+
+    const transfer = transferBlob(
+      { source: client(sourceServer.host), sourceRepository: 'app', target: client(targetServer.host), targetRepository: 'mirror' },
+      digest,
+      blob.length,
+      { monolithicMaxBytes: 0, chunkBytes: 4 },
+    );
+
+    await expect(transfer).rejects.toMatchObject({ code: 'DIGEST_MISMATCH' });
+    expect(targetServer.requests.filter((request) => request.method === 'PUT'), 'the upload is not committed').toEqual([]);
   });
 
   test('PATCH answered 401 is sent again with a new token', async () => {
