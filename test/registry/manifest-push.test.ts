@@ -60,4 +60,21 @@ describe('pushRechecking', () => {
     expect(pushed).toBe('sha256:pushed');
     expect(pushes).toBe(2);
   });
+
+  test('failed recheck keeps the rejection', async () => {
+    const rejected = rejection(400, ['MANIFEST_BLOB_UNKNOWN']);
+    const recheckFailure = new Error('source blob missing');
+
+    const pushed = pushRechecking(
+      async () => {
+        throw rejected;
+      },
+      async () => {
+        throw recheckFailure;
+      },
+    );
+
+    await expect(pushed).rejects.toBe(recheckFailure);
+    expect(recheckFailure.cause, 'the rejected PUT').toBe(rejected);
+  });
 });
