@@ -81,7 +81,7 @@ export async function transferBlob(ends: BlobTransferEnds, digest: string, size:
   const maxResumes = source.retryPolicy.maxAttempts - 1;
   const blob = await openResumableBlob(source, sourceRepository, digest, maxResumes);
   // An abort destroys the download with an error before anything reads it, and an 'error' event without a
-  // listener would end the process. Readers get the error when they read; the catch below reports the abort.
+  // listener would end the process. Readers get the error when they read, and the catch below reports the abort.
   blob.on('error', () => undefined);
   const onAbort = () => blob.destroy(options.signal!.reason as Error);
   options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -172,7 +172,7 @@ class ChunkStreams {
   private chunkStartHash: Hash | undefined;
   private current: Readable | undefined;
   private closed: Promise<void> = Promise.resolve();
-  /** Error of the source read that broke a PATCH body; the transfer reports it instead of the PATCH's. */
+  /** Error of the source read that broke a PATCH body, which the transfer reports instead of the PATCH's. */
   sourceFailure: unknown;
 
   constructor(first: Readable, options: ChunkSource) {
@@ -249,7 +249,7 @@ class ChunkStreams {
     }
   }
 
-  /** Reads the next part of the source; a failure is kept in `sourceFailure`. */
+  /** Reads the next part of the source, keeping a failure in `sourceFailure`. */
   private async read(): Promise<IteratorResult<Buffer>> {
     try {
       const next = await this.iterator.next();

@@ -265,9 +265,9 @@ describe('copyImage', () => {
   });
 
   test('resolved digest gone: reads the tag', async () => {
-    const gone = `sha256:${'0'.repeat(64)}`;
+    const missingDigest = `sha256:${'0'.repeat(64)}`;
 
-    const result = await copy('library/busybox', 'amd64', 'resolved/gone', { resolvedTagDigest: gone });
+    const result = await copy('library/busybox', 'amd64', 'resolved/gone', { resolvedTagDigest: missingDigest });
 
     expect(result.sourceDigest).toBe(DIGESTS.busyboxAmd64);
     expect((await inspectRaw(`${target.host}/resolved/gone:amd64`)).equals(await inspectRaw(`${source.host}/library/busybox:amd64`))).toBe(true);
