@@ -1,14 +1,14 @@
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
-import { MirrorfleetProducer } from '../../queues/producer.ts';
-import { MIRROR_QUEUE, type MirrorRequestInput } from '../../queues/mirror.ts';
+import type { Queue } from 'bullmq';
+import type { MirrorfleetProducer } from '../../queues/producer.ts';
+import type { MirrorRequestInput } from '../../queues/mirror.ts';
 import { startFaultProxy, type FaultProxy } from '../harness/fault-proxy.ts';
 import { pushRandomImage } from '../harness/fixtures.ts';
 import { waitFor } from '../harness/processes.ts';
 import { startRedis, type TestRedis } from '../harness/redis.ts';
 import { startRegistry, type TestRegistry } from '../harness/registry.ts';
+import { connectProducer, type ProducerClients } from '../harness/producer.ts';
 import { fleetEnv, startWorker, type WorkerProcess } from '../harness/workers.ts';
 
 /**
@@ -20,7 +20,7 @@ let redis: TestRedis;
 let source: TestRegistry;
 let mirror: TestRegistry;
 let sourceProxy: FaultProxy;
-let connection: Redis;
+let clients: ProducerClients;
 let producer: MirrorfleetProducer;
 let queue: Queue;
 let worker: WorkerProcess;
@@ -31,15 +31,12 @@ beforeAll(async () => {
   sourceProxy = await startFaultProxy(source.url);
   const env = fleetEnv({ redisUrl: redis.url, keyPrefix, mirrorRegistries: [`local=${mirror.host}`], insecureRegistries: [sourceProxy.host, mirror.host] });
   worker = await startWorker(env, ['--queues', 'mirror']);
-  connection = new Redis(redis.url, { maxRetriesPerRequest: null });
-  producer = new MirrorfleetProducer({ connection, prefix: keyPrefix });
-  queue = new Queue(MIRROR_QUEUE, { connection, prefix: keyPrefix });
+  clients = connectProducer(redis.url, keyPrefix);
+  ({ producer, queue } = clients);
 });
 
 afterAll(async () => {
-  await queue?.close();
-  await producer?.close();
-  connection?.disconnect();
+  await clients?.close();
   await worker?.kill();
   await sourceProxy?.stop();
   await Promise.all([redis?.stop(), source?.stop(), mirror?.stop()]);

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { RegistryGates } from '../../src/ratelimit/registry-gates.ts';
@@ -8,7 +8,7 @@ import type { RequestGate } from '../../src/registry/retry.ts';
 import { startRedis, type TestRedis } from '../harness/redis.ts';
 import { startRegistry, type TestRegistry } from '../harness/registry.ts';
 import { startScriptedServer, type ScriptedRequest, type ScriptedServer } from '../harness/scripted-server.ts';
-import { FAST_RETRY, loopbackTransport, sha256Of } from './helpers.ts';
+import { FAST_RETRY, loopbackTransport, patterned, pushBlob } from './helpers.ts';
 
 const CHUNK = 2 * 1024 * 1024;
 const BLOB_SIZE = 4 * CHUNK;
@@ -31,21 +31,23 @@ afterAll(async () => {
   await Promise.all([source?.stop(), redisServer?.stop()]);
 });
 
-function patterned(size: number, seed: string): Buffer {
-  const bytes = Buffer.alloc(size);
-  for (let offset = 0, block = 0; offset < size; offset += 32, block += 1) {
-    createHash('sha256').update(`${seed} ${block}`).digest().copy(bytes, offset);
-  }
-  return bytes;
+function sourceClient(gate?: RequestGate): RegistryClient {
+  return new RegistryClient({ registry: source.host, insecure: true, transport, retry: FAST_RETRY, ...(gate ? { gate } : {}) });
 }
 
-async function pushBlob(repository: string, bytes: Buffer): Promise<string> {
-  const digest = sha256Of(bytes);
-  const registry = new RegistryClient({ registry: source.host, insecure: true, transport, retry: FAST_RETRY });
-  const session = await registry.startUpload(repository);
-  if (session.mounted) throw new Error('unexpected mount');
-  await registry.uploadMonolithic(repository, session.location, digest, bytes, bytes.length);
-  return digest;
+/** Copies the blob `digest` from the source registry to the scripted `target` in PATCH chunks. */
+async function transferChunked(target: ScriptedServer, digest: string, size: number, gate?: RequestGate): Promise<void> {
+  await transferBlob(
+    {
+      source: sourceClient(gate),
+      sourceRepository: 'app',
+      target: new RegistryClient({ registry: target.host, insecure: true, transport, retry: FAST_RETRY }),
+      targetRepository: 'mirror',
+    },
+    digest,
+    size,
+    { monolithicMaxBytes: 0, chunkBytes: CHUNK },
+  );
 }
 
 /** Scripts a target that stores part of the second PATCH and then replies 503 to it. */
@@ -83,21 +85,11 @@ function storedBytes(server: ScriptedServer): Buffer {
 describe('chunked upload resumed from the source', () => {
   test('resumed PATCH sends the lost bytes', async () => {
     const blob = patterned(BLOB_SIZE, 'resume');
-    const digest = await pushBlob('app', blob);
+    const digest = await pushBlob(sourceClient(), 'app', blob);
     const target = await startScriptedServer();
     scriptTarget(target, digest);
 
-    await transferBlob(
-      {
-        source: new RegistryClient({ registry: source.host, insecure: true, transport, retry: FAST_RETRY }),
-        sourceRepository: 'app',
-        target: new RegistryClient({ registry: target.host, insecure: true, transport, retry: FAST_RETRY }),
-        targetRepository: 'mirror',
-      },
-      digest,
-      blob.length,
-      { monolithicMaxBytes: 0, chunkBytes: CHUNK },
-    );
+    await transferChunked(target, digest, blob.length);
 
     const resumed = target.requests.find((request) => request.path.endsWith('?n=3'));
     expect(resumed?.body.equals(blob.subarray(STORED_AFTER_FAILURE, 2 * CHUNK))).toBe(true);
@@ -108,7 +100,7 @@ describe('chunked upload resumed from the source', () => {
   // blob-read window, that GET gets the place only if the first source GET was closed before it.
   test('resume under a source window of one', async () => {
     const blob = patterned(BLOB_SIZE, 'gated');
-    const digest = await pushBlob('app', blob);
+    const digest = await pushBlob(sourceClient(), 'app', blob);
     const target = await startScriptedServer();
     scriptTarget(target, digest);
     const gates = new RegistryGates({
@@ -120,17 +112,7 @@ describe('chunked upload resumed from the source', () => {
     const gate: RequestGate = gates.gateFor(source.host);
 
     try {
-      await transferBlob(
-        {
-          source: new RegistryClient({ registry: source.host, insecure: true, transport, retry: FAST_RETRY, gate }),
-          sourceRepository: 'app',
-          target: new RegistryClient({ registry: target.host, insecure: true, transport, retry: FAST_RETRY }),
-          targetRepository: 'mirror',
-        },
-        digest,
-        blob.length,
-        { monolithicMaxBytes: 0, chunkBytes: CHUNK },
-      );
+      await transferChunked(target, digest, blob.length, gate);
     } finally {
       gates.close();
     }

@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { RegistryClient } from '../../src/registry/client.ts';
 import { transferBlob } from '../../src/registry/blob-transfer.ts';
 import { startRegistry, type TestRegistry } from '../harness/registry.ts';
 import { startScriptedServer } from '../harness/scripted-server.ts';
-import { FAST_RETRY, loopbackTransport, sha256Of } from './helpers.ts';
+import { FAST_RETRY, expectBreakingBlob, loopbackTransport, patterned, pushBlob, sha256Of } from './helpers.ts';
 
 let source: TestRegistry;
 let target: TestRegistry;
@@ -23,28 +22,10 @@ function client(host: string): RegistryClient {
   return new RegistryClient({ registry: host, insecure: true, transport, retry: FAST_RETRY });
 }
 
-/** Returns `size` bytes that differ from one 32-byte block to the next, so an offset error changes the digest. */
-function patterned(size: number, seed: string): Buffer {
-  const bytes = Buffer.alloc(size);
-  for (let offset = 0, block = 0; offset < size; offset += 32, block += 1) {
-    createHash('sha256').update(`${seed} ${block}`).digest().copy(bytes, offset);
-  }
-  return bytes;
-}
-
-async function pushBlob(host: string, repository: string, bytes: Buffer): Promise<string> {
-  const digest = sha256Of(bytes);
-  const registry = client(host);
-  const session = await registry.startUpload(repository);
-  if (session.mounted) throw new Error('unexpected mount');
-  await registry.uploadMonolithic(repository, session.location, digest, bytes, bytes.length);
-  return digest;
-}
-
 describe('chunked upload from a stream', () => {
   test('abort mid-chunk ends the transfer', async () => {
     const blob = patterned(4 * 1024 * 1024, 'abort');
-    const digest = await pushBlob(source.host, 'app', blob);
+    const digest = await pushBlob(client(source.host), 'app', blob);
     const controller = new AbortController();
     const reason = new Error('stopped by the test');
     let seen = 0;
@@ -93,17 +74,7 @@ describe('chunked upload from a stream', () => {
   test('source failure keeps its error', async () => {
     const server = await startScriptedServer();
     const blob = patterned(3 * 1024 * 1024, 'breaks');
-    const digest = sha256Of(blob);
-    server.expect({ method: 'GET', path: `/v2/app/blobs/${digest}`, reply: { status: 200, body: blob, breakAfterBytes: 1_500_000 } });
-    server.expect({
-      method: 'GET',
-      path: `/v2/app/blobs/${digest}`,
-      reply: (request) => {
-        const start = Number(/^bytes=(\d+)-$/.exec(request.headers.range ?? '')?.[1]);
-        return { status: 206, headers: { 'content-range': `bytes ${start}-${blob.length - 1}/${blob.length}` }, body: blob.subarray(start), breakAfterBytes: 1 };
-      },
-      times: 3,
-    });
+    const digest = expectBreakingBlob(server, blob, 1_500_000, 3);
     await target.clearLog();
 
     const transfer = transferBlob(

@@ -6,6 +6,7 @@ import type { Credentials } from '../../src/registry/auth.ts';
 import type { RetryPolicy } from '../../src/registry/retry.ts';
 import { RegistryClient } from '../../src/registry/client.ts';
 import { startRegistry, type TestRegistry } from '../harness/registry.ts';
+import type { ScriptedServer } from '../harness/scripted-server.ts';
 
 /** Creates a transport whose network policy allows loopback, where every test server listens. */
 export function loopbackTransport(): HttpTransport {
@@ -60,4 +61,41 @@ export async function startRegistryPair(): Promise<RegistryPair> {
       await Promise.all([source.stop(), target.stop()]);
     },
   };
+}
+
+/**
+ * Scripts `server` to serve `blob` at `/v2/app/blobs/DIGEST` over connections that break: the first
+ * after `firstBytes` bytes, then each of `resumes` Range requests after one byte. Returns the digest.
+ */
+export function expectBreakingBlob(server: ScriptedServer, blob: Buffer, firstBytes: number, resumes: number): string {
+  const digest = sha256Of(blob);
+  server.expect({ method: 'GET', path: `/v2/app/blobs/${digest}`, reply: { status: 200, body: blob, breakAfterBytes: firstBytes } });
+  server.expect({
+    method: 'GET',
+    path: `/v2/app/blobs/${digest}`,
+    reply: (request) => {
+      const start = Number(/^bytes=(\d+)-$/.exec(request.headers.range ?? '')?.[1]);
+      return { status: 206, headers: { 'content-range': `bytes ${start}-${blob.length - 1}/${blob.length}` }, body: blob.subarray(start), breakAfterBytes: 1 };
+    },
+    times: resumes,
+  });
+  return digest;
+}
+
+/** Returns `size` bytes that differ from one 32-byte block to the next, so an offset error changes the digest. */
+export function patterned(size: number, seed: string): Buffer {
+  const bytes = Buffer.alloc(size);
+  for (let offset = 0, block = 0; offset < size; offset += 32, block += 1) {
+    createHash('sha256').update(`${seed} ${block}`).digest().copy(bytes, offset);
+  }
+  return bytes;
+}
+
+/** Uploads `bytes` as a blob of `repository` in one PUT and returns its digest. */
+export async function pushBlob(registry: RegistryClient, repository: string, bytes: Buffer): Promise<string> {
+  const digest = sha256Of(bytes);
+  const session = await registry.startUpload(repository);
+  if (session.mounted) throw new Error('unexpected mount');
+  await registry.uploadMonolithic(repository, session.location, digest, bytes, bytes.length);
+  return digest;
 }

@@ -8,7 +8,7 @@ import { startRegistry, type TestRegistry } from '../harness/registry.ts';
 import { startScriptedServer } from '../harness/scripted-server.ts';
 import { inspectRaw } from '../harness/skopeo.ts';
 import { startBreakingProxy, type BreakingProxy } from './breaking-proxy.ts';
-import { FAST_RETRY, loopbackTransport, sha256Of } from './helpers.ts';
+import { FAST_RETRY, expectBreakingBlob, loopbackTransport, sha256Of } from './helpers.ts';
 
 // The arm64 busybox fixture: a layer of 829,613 bytes, a config of 499 bytes and a manifest of 610
 // bytes, 830,722 bytes in all.
@@ -81,18 +81,7 @@ describe('broken download', () => {
 
   test('gives up after the last resume', async () => {
     const server = await startScriptedServer();
-    const blob = Buffer.from('a blob whose connection always breaks');
-    const digest = sha256Of(blob);
-    server.expect({ method: 'GET', path: `/v2/app/blobs/${digest}`, reply: { status: 200, body: blob, breakAfterBytes: 1 } });
-    server.expect({
-      method: 'GET',
-      path: `/v2/app/blobs/${digest}`,
-      reply: (request) => {
-        const start = Number(/^bytes=(\d+)-$/.exec(request.headers.range ?? '')?.[1]);
-        return { status: 206, headers: { 'content-range': `bytes ${start}-${blob.length - 1}/${blob.length}` }, body: blob.subarray(start), breakAfterBytes: 1 };
-      },
-      times: 2,
-    });
+    const digest = expectBreakingBlob(server, Buffer.from('a blob whose connection always breaks'), 1, 2);
 
     const stream = await openResumableBlob(client(server.host), 'app', digest, 2);
 

@@ -1,14 +1,14 @@
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { Job, Queue } from 'bullmq';
-import { Redis } from 'ioredis';
-import { MirrorfleetProducer } from '../../queues/producer.ts';
-import { MIRROR_QUEUE, type MirrorResult } from '../../queues/mirror.ts';
+import { Job, type Queue } from 'bullmq';
+import type { MirrorfleetProducer } from '../../queues/producer.ts';
+import type { MirrorResult } from '../../queues/mirror.ts';
 import { startFaultProxy, type FaultProxy } from '../harness/fault-proxy.ts';
 import { pushRandomImage } from '../harness/fixtures.ts';
 import { waitFor } from '../harness/processes.ts';
 import { startRedis, type TestRedis } from '../harness/redis.ts';
 import { startRegistry, type TestRegistry } from '../harness/registry.ts';
+import { connectProducer, type ProducerClients } from '../harness/producer.ts';
 import { fleetEnv, startWorker, type WorkerProcess } from '../harness/workers.ts';
 import { findBrokenTags, soakCount, waitForJobs } from './helpers.ts';
 
@@ -30,7 +30,7 @@ let redis: TestRedis;
 let source: TestRegistry;
 let mirror: TestRegistry;
 let sourceProxy: FaultProxy;
-let connection: Redis;
+let clients: ProducerClients;
 let producer: MirrorfleetProducer;
 let queue: Queue;
 let env: NodeJS.ProcessEnv;
@@ -48,15 +48,12 @@ beforeAll(async () => {
     // A killed worker's jobs go back to the queue after about 2 s instead of 30 s.
     extra: { MIRRORFLEET_JOB_LOCK_MS: '2000' },
   });
-  connection = new Redis(redis.url, { maxRetriesPerRequest: null });
-  producer = new MirrorfleetProducer({ connection, prefix: keyPrefix });
-  queue = new Queue(MIRROR_QUEUE, { connection, prefix: keyPrefix });
+  clients = connectProducer(redis.url, keyPrefix);
+  ({ producer, queue } = clients);
 });
 
 afterAll(async () => {
-  await producer?.close();
-  await queue?.close();
-  connection?.disconnect();
+  await clients?.close();
   await Promise.all(workers.map((worker) => worker.kill()));
   await sourceProxy?.stop();
   await Promise.all([redis?.stop(), source?.stop(), mirror?.stop()]);
