@@ -567,8 +567,13 @@ class ImageCopier {
 
     // No location yet, so some worker has to pull it. A waiter stops waiting once the holder has recorded
     // a location, and mounts from there; a mount that fails sends it back to the gate.
-    const ran = await gate(descriptor.digest, gated, async () => this.mountCandidates(descriptor.digest, await this.knownLocations(descriptor.digest)).length > 0);
-    if (ran || (await this.placeWithoutTransfer(descriptor, await this.knownLocations(descriptor.digest)))) return;
+    // The gate stops waiting only after a look-up found a location, which the mount then uses.
+    let recorded: string[] = [];
+    const ran = await gate(descriptor.digest, gated, async () => {
+      recorded = await this.knownLocations(descriptor.digest);
+      return this.mountCandidates(descriptor.digest, recorded).length > 0;
+    });
+    if (ran || (await this.placeWithoutTransfer(descriptor, recorded))) return;
     await gate(descriptor.digest, gated);
   }
 
